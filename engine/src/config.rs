@@ -1,0 +1,43 @@
+//! Tunables of the engine. Every duration carries its unit in its name.
+
+use std::time::Duration;
+
+/// Limits and timings of the delivery model. `Limits::default()` suits a chat server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Frames a session may have queued towards its client before back-pressure applies.
+    /// Past three quarters of it typing and presence are dropped; past all of it the
+    /// session is closed with [`CloseReason::SlowConsumer`](crate::CloseReason).
+    pub outbound_queue_capacity: usize,
+    /// Longest message body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest client-chosen message id accepted, in bytes.
+    pub max_client_msg_id_bytes: usize,
+    /// Most messages one `sync` or history page returns.
+    pub max_page_size: usize,
+    /// Most sends one group commit writes in a single transaction.
+    pub max_commit_batch: usize,
+    /// A typing flag lapses this long after its last refresh: clients refresh every few
+    /// seconds while the user types, so a vanished client stops "typing" by itself.
+    pub typing_ttl: Duration,
+    /// How long a user with no session left stays online: a reconnect within this window
+    /// (a page reload, a network hand-over) sends no offline/online pair to contacts.
+    pub presence_grace: Duration,
+    /// A conversation actor with no traffic for this long stops and frees its memory.
+    pub conversation_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            outbound_queue_capacity: 1024,
+            max_body_bytes: 16 * 1024,
+            max_client_msg_id_bytes: 64,
+            max_page_size: 200,
+            max_commit_batch: 256,
+            typing_ttl: Duration::from_secs(6),
+            presence_grace: Duration::from_secs(5),
+            conversation_idle: Duration::from_secs(300),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Commands a client sends over a socket, and the replies to them.
+
+use serde::{Deserialize, Serialize};
+
+use super::views::{Message, PresenceStatus};
+use crate::ids::{ConversationId, MessageId, Seq, UserId};
+
+/// One client command, as decoded from a frame: `{"type": "message:send", "data": {...}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ClientCommand {
+    /// Post a message.
+    #[serde(rename = "message:send")]
+    SendMessage(SendMessage),
+    /// Change the body of one's own message.
+    #[serde(rename = "message:edit")]
+    EditMessage(EditMessage),
+    /// Delete one's own message (it keeps its seq).
+    #[serde(rename = "message:delete")]
+    DeleteMessage(DeleteMessage),
+    /// Advance the caller's delivered watermark.
+    #[serde(rename = "message:delivered")]
+    MarkDelivered(ReceiptUpdate),
+    /// Advance the caller's read watermark.
+    #[serde(rename = "message:read")]
+    MarkRead(ReceiptUpdate),
+    /// The user started (or is still) typing.
+    #[serde(rename = "typing:start")]
+    StartTyping(ConversationRef),
+    /// The user stopped typing.
+    #[serde(rename = "typing:stop")]
+    StopTyping(ConversationRef),
+    /// Ask for the messages after a seq.
+    #[serde(rename = "sync")]
+    Sync(SyncRequest),
+    /// Resume this session's events for a conversation (members are subscribed already).
+    #[serde(rename = "room:join")]
+    JoinRoom(ConversationRef),
+    /// Stop this session's events for a conversation until it joins again or reconnects.
+    #[serde(rename = "room:leave")]
+    LeaveRoom(ConversationRef),
+    /// Change the caller's presence status.
+    #[serde(rename = "status:update")]
+    UpdateStatus(StatusUpdate),
+    /// Call signalling, relayed to the peer's sessions.
+    #[serde(rename = "call:offer")]
+    CallOffer(CallSignal),
+    /// Call signalling, relayed to the peer's sessions.
+    #[serde(rename = "call:answer")]
+    CallAnswer(CallSignal),
+    /// Call signalling, relayed to the peer's sessions.
+    #[serde(rename = "call:ice")]
+    CallIce(CallSignal),
+    /// Call signalling, relayed to the peer's sessions.
+    #[serde(rename = "call:hangup")]
+    CallHangup(CallSignal),
+}
+
+impl ClientCommand {
+    /// The wire name of this command (`"message:send"`...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SendMessage(_) => "message:send",
+            Self::EditMessage(_) => "message:edit",
+            Self::DeleteMessage(_) => "message:delete",
+            Self::MarkDelivered(_) => "message:delivered",
+            Self::MarkRead(_) => "message:read",
+            Self::StartTyping(_) => "typing:start",
+            Self::StopTyping(_) => "typing:stop",
+            Self::Sync(_) => "sync",
+            Self::JoinRoom(_) => "room:join",
+            Self::LeaveRoom(_) => "room:leave",
+            Self::UpdateStatus(_) => "status:update",
+            Self::CallOffer(_) => "call:offer",
+            Self::CallAnswer(_) => "call:answer",
+            Self::CallIce(_) => "call:ice",
+            Self::CallHangup(_) => "call:hangup",
+        }
+    }
+}
+
+/// `message:send`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendMessage {
+    /// Where to post.
+    pub conversation_id: ConversationId,
+    /// The sender's idempotency key: a retry with the same key returns the first result.
+    pub client_msg_id: String,
+    /// The text.
+    pub body: String,
+    /// A message of the same conversation this one answers.
+    #[serde(default)]
+    pub reply_to_id: Option<MessageId>,
+}
+
+/// `message:edit`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EditMessage {
+    /// The message to change.
+    pub message_id: MessageId,
+    /// Its new text.
+    pub body: String,
+}
+
+/// `message:delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteMessage {
+    /// The message to delete.
+    pub message_id: MessageId,
+}
+
+/// `message:delivered` and `message:read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptUpdate {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Everything up to and including this seq.
+    pub seq: Seq,
+}
+
+/// Commands that name only a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConversationRef {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+}
+
+/// `sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncRequest {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The last seq the client has; 0 for everything.
+    pub after_seq: Seq,
+    /// At most this many messages (capped by the engine's page size).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `status:update`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusUpdate {
+    /// The new status.
+    pub status: PresenceStatus,
+    /// A new status text; unchanged when absent.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// `call:offer`, `call:answer`, `call:ice`, `call:hangup`: opaque signalling for WebRTC.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallSignal {
+    /// Chosen by the caller; ties the signals of one call together.
+    pub call_id: String,
+    /// The peer.
+    pub to_user_id: UserId,
+    /// A session description (offer, answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp: Option<serde_json::Value>,
+    /// An ICE candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<serde_json::Value>,
+}
+
+/// The answer to a command, as `data` of an `ack` frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// `{message}`: sends, edits and deletes.
+    Message {
+        /// The message as stored.
+        message: Message,
+    },
+    /// `{messages, hasMore}`: sync.
+    #[serde(rename_all = "camelCase")]
+    Sync {
+        /// In seq order.
+        messages: Vec<Message>,
+        /// More messages follow the last one returned.
+        has_more: bool,
+    },
+    /// `{}`: the command took effect.
+    Done {},
+    /// Nothing is sent back (typing).
+    #[serde(skip)]
+    None,
+}

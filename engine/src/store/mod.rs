@@ -1,0 +1,176 @@
+//! Storage: traits named for domain operations, and their Diesel implementation for
+//! SQLite (embedded, the default) and PostgreSQL (diesel-async, pooled).
+//!
+//! The store is the source of truth for ordering: [`MessageStore::append_messages`]
+//! assigns `seq` inside the same transaction as the insert, so any number of writers
+//! (actors, nodes) get one gap-free sequence per conversation.
+
+mod diesel;
+mod models;
+pub(crate) mod schema;
+
+use async_trait::async_trait;
+
+pub use self::diesel::{DieselStore, SqliteDurability, StoreConfig};
+pub use models::{NewUser, ProfileChanges, UserRow};
+
+use crate::error::StoreError;
+use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
+use crate::protocol::{
+    Conversation, ConversationKind, ConversationSummary, Member, MemberRole, Message,
+};
+
+/// User accounts.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates an account; [`StoreError::Conflict`] when the username is taken.
+    async fn create_user(&self, user: NewUser) -> Result<UserRow, StoreError>;
+    /// One account by id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRow>, StoreError>;
+    /// One account by its exact username.
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
+    /// The accounts among `ids` that exist, in no particular order.
+    async fn users_by_ids(&self, ids: &[UserId]) -> Result<Vec<UserRow>, StoreError>;
+    /// Accounts whose username or display name starts with `prefix`, by username.
+    async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<UserRow>, StoreError>;
+    /// Applies profile changes and returns the updated account.
+    async fn update_profile(
+        &self,
+        id: UserId,
+        changes: ProfileChanges,
+    ) -> Result<UserRow, StoreError>;
+    /// Records when the user was last connected.
+    async fn set_last_seen(&self, id: UserId, at: Timestamp) -> Result<(), StoreError>;
+    /// Everyone who shares at least one conversation with `id` (for presence).
+    async fn contacts_of(&self, id: UserId) -> Result<Vec<UserId>, StoreError>;
+}
+
+/// A conversation to create. Members are deduplicated; the creator is always one.
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// A group's title.
+    pub title: Option<String>,
+    /// The creator, made owner.
+    pub created_by: UserId,
+    /// The other members.
+    pub members: Vec<UserId>,
+}
+
+/// Which watermark a receipt moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watermark {
+    /// Received by one of the member's devices.
+    Delivered,
+    /// Read by the member (implies delivered).
+    Read,
+}
+
+/// Conversations, membership and watermarks.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// Creates a conversation. For a direct conversation that exists already, returns it
+    /// with `false`.
+    async fn create_conversation(
+        &self,
+        new: NewConversation,
+    ) -> Result<(Conversation, bool), StoreError>;
+    /// One conversation with its members.
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError>;
+    /// The members of a conversation (empty if it does not exist).
+    async fn members(&self, id: ConversationId) -> Result<Vec<Member>, StoreError>;
+    /// Adds a member; `false` if they were one already.
+    async fn add_member(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: MemberRole,
+    ) -> Result<bool, StoreError>;
+    /// Removes a member; `false` if they were not one.
+    async fn remove_member(&self, id: ConversationId, user: UserId) -> Result<bool, StoreError>;
+    /// The user's conversations, most recently active first, with last message and unread count.
+    async fn conversations_of(&self, user: UserId)
+    -> Result<Vec<ConversationSummary>, StoreError>;
+    /// Moves a watermark forward to `seq` (never back; read also moves delivered).
+    /// Returns whether it moved.
+    async fn advance_watermark(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        watermark: Watermark,
+        seq: Seq,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A send to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The sender, already checked to be a member.
+    pub sender_id: UserId,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// The text.
+    pub body: String,
+    /// A message this one answers; must be in the same conversation.
+    pub reply_to_id: Option<MessageId>,
+}
+
+/// What became of one send in a group commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored now, with a new seq.
+    Created(Message),
+    /// Stored before (same sender and clientMsgId): the first result.
+    Existing(Message),
+    /// `replyToId` names no message of this conversation.
+    ReplyNotFound(MessageId),
+    /// The sender used this clientMsgId for another conversation.
+    ClientMsgIdReused,
+}
+
+/// Messages.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Stores a batch of sends in one transaction (group commit), assigning consecutive
+    /// seqs. Returns one outcome per send, in order. [`StoreError::NotFound`] when the
+    /// conversation does not exist.
+    async fn append_messages(
+        &self,
+        conversation: ConversationId,
+        sends: Vec<NewMessage>,
+    ) -> Result<Vec<AppendOutcome>, StoreError>;
+    /// Up to `limit` messages with seq greater than `after`, in seq order.
+    async fn messages_after(
+        &self,
+        conversation: ConversationId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// Up to `limit` messages with seq less than `before`, the newest of them, in seq order.
+    async fn messages_before(
+        &self,
+        conversation: ConversationId,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// One message by id.
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError>;
+    /// Replaces a live message's body. [`StoreError::NotFound`] if it is gone.
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        body: String,
+        at: Timestamp,
+    ) -> Result<Message, StoreError>;
+    /// Turns a message into a tombstone: body cleared, seq kept. Deleting twice is a no-op
+    /// that returns the tombstone.
+    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError>;
+}
+
+/// Everything the engine stores.
+#[async_trait]
+pub trait Store: UserStore + ConversationStore + MessageStore + 'static {
+    /// Succeeds when the store answers a trivial query (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -14,12 +14,17 @@
 //! - [`store`]: storage traits and [`store::DieselStore`].
 //! - [`ids`], [`error`], [`config`]: newtypes, errors, limits.
 
+mod actors;
+pub mod bus;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod protocol;
 pub mod store;
 
+pub use actors::{CloseReason, Outbound, OutboundQueue, UserDirectory};
 pub use config::Limits;
+pub use engine::{CreateConversation, Engine, EngineBuilder, HistoryPage, MessagePage, Session};
 pub use error::{EngineError, StoreError};
 pub use ids::{ConversationId, MessageId, Seq, SessionId, Timestamp, UserId};

@@ -83,6 +83,7 @@ pub(crate) struct ConversationRow {
 pub(crate) struct NewConversationRow {
     pub kind: String,
     pub title: Option<String>,
+    pub direct_key: Option<String>,
     pub last_seq: i64,
     pub created_by: i64,
     pub created_at: i64,

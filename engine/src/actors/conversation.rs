@@ -1,0 +1,517 @@
+//! One actor per active conversation: it orders sends, commits them in groups, fans
+//! them out, and keeps typing state and the member list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::bus::Audience;
+use crate::engine::Core;
+use crate::error::{EngineError, StoreError};
+use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
+use crate::protocol::{
+    MemberRole, MembershipChanged, Message, ReceiptAdvanced, ServerEvent, TypingChanged,
+};
+use crate::store::{AppendOutcome, NewMessage, Watermark};
+
+/// How long an actor for a conversation that does not exist lingers: long enough to
+/// answer a burst of requests for it, short enough that probing ids costs no memory.
+const MISSING_LINGER: Duration = Duration::from_secs(2);
+
+/// The member list as loaded from the store, kept current by membership commands.
+struct Roster {
+    roles: HashMap<UserId, MemberRole>,
+    /// The same members, shared by every event's audience without copying.
+    ids: Arc<[UserId]>,
+    last_seq: Seq,
+}
+
+impl Roster {
+    fn rebuild_ids(&mut self) {
+        self.ids = self.roles.keys().copied().collect();
+    }
+}
+
+enum State {
+    Loading,
+    Ready(Roster),
+    /// The conversation does not exist.
+    Missing,
+    /// The store could not be read; requests fail as unavailable until the actor restarts.
+    Failed,
+}
+
+struct PendingSend {
+    send: NewMessage,
+    reply: oneshot::Sender<Result<Posted, EngineError>>,
+}
+
+/// The result of a send.
+#[derive(Debug, Clone)]
+pub(crate) struct Posted {
+    pub(crate) message: Message,
+    /// `false` when this was a retry of a send stored before.
+    pub(crate) created: bool,
+}
+
+/// The actor of one conversation.
+pub(crate) struct ConversationActor {
+    core: Arc<Core>,
+    id: ConversationId,
+    state: State,
+    queued: Vec<PendingSend>,
+    committing: bool,
+    typing: HashMap<UserId, SpawnHandle>,
+    last_activity: Instant,
+}
+
+impl ConversationActor {
+    pub(crate) fn new(core: Arc<Core>, id: ConversationId) -> Self {
+        Self {
+            core,
+            id,
+            state: State::Loading,
+            queued: Vec::new(),
+            committing: false,
+            typing: HashMap::new(),
+            last_activity: Instant::now(),
+        }
+    }
+
+    /// The roster, if `user` is in it; outsiders learn nothing, not even existence.
+    fn roster_for(&mut self, user: UserId) -> Result<&mut Roster, EngineError> {
+        self.last_activity = Instant::now();
+        match &mut self.state {
+            State::Ready(roster) if roster.roles.contains_key(&user) => Ok(roster),
+            State::Ready(_) | State::Missing => Err(EngineError::ConversationNotFound(self.id)),
+            State::Loading | State::Failed => Err(EngineError::Unavailable(
+                "conversation state could not be loaded".into(),
+            )),
+        }
+    }
+
+    fn publish(&self, event: ServerEvent, except: Option<UserId>) {
+        if let State::Ready(roster) = &self.state {
+            let audience = Audience::Members {
+                conversation: self.id,
+                members: Arc::clone(&roster.ids),
+                except,
+            };
+            self.core.bus.publish(audience, event.encode());
+        }
+    }
+
+    /// Starts a group commit of everything queued, unless one is running: the sends that
+    /// arrive meanwhile queue up and go together in the next transaction.
+    fn commit_queued(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.queued.is_empty() {
+            return;
+        }
+        let take = self.queued.len().min(self.core.limits.max_commit_batch.max(1));
+        let batch: Vec<PendingSend> = self.queued.drain(..take).collect();
+        let sends: Vec<NewMessage> = batch.iter().map(|pending| pending.send.clone()).collect();
+        let store = Arc::clone(&self.core.store);
+        let id = self.id;
+        self.committing = true;
+        let commit = async move { store.append_messages(id, sends).await };
+        ctx.spawn(commit.into_actor(self).map(move |result, actor, ctx| {
+            actor.committing = false;
+            actor.settle(batch, result);
+            actor.commit_queued(ctx);
+        }));
+    }
+
+    /// Fans out what was stored, then acks each send: the ack follows the commit.
+    fn settle(&mut self, batch: Vec<PendingSend>, result: Result<Vec<AppendOutcome>, StoreError>) {
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                tracing::warn!(%error, conversation = %self.id, sends = batch.len(), "group commit failed");
+                for pending in batch {
+                    let _ = pending.reply.send(Err(commit_error(&error, self.id)));
+                }
+                return;
+            }
+        };
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            let reply = match outcome {
+                AppendOutcome::Created(message) => {
+                    if let State::Ready(roster) = &mut self.state {
+                        roster.last_seq = roster.last_seq.max(message.seq);
+                    }
+                    self.stop_typing(message.sender_id);
+                    self.publish(ServerEvent::MessageReceived(message.clone()), None);
+                    Ok(Posted {
+                        message,
+                        created: true,
+                    })
+                }
+                AppendOutcome::Existing(message) => Ok(Posted {
+                    message,
+                    created: false,
+                }),
+                AppendOutcome::ReplyNotFound(id) => Err(EngineError::Invalid(format!(
+                    "replyToId {id} names no message of this conversation"
+                ))),
+                AppendOutcome::ClientMsgIdReused => Err(EngineError::Conflict(
+                    "clientMsgId was already used for another conversation".into(),
+                )),
+            };
+            let _ = pending.reply.send(reply);
+        }
+    }
+
+    fn stop_typing(&mut self, user: UserId) -> bool {
+        match self.typing.remove(&user) {
+            Some(_timer) => {
+                let event = ServerEvent::TypingStopped(TypingChanged {
+                    conversation_id: self.id,
+                    user_id: user,
+                });
+                self.publish(event, Some(user));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn idle(&self) -> bool {
+        !self.committing && self.queued.is_empty() && self.typing.is_empty()
+    }
+}
+
+fn commit_error(error: &StoreError, id: ConversationId) -> EngineError {
+    match error {
+        StoreError::NotFound => EngineError::ConversationNotFound(id),
+        StoreError::Unavailable(reason) => EngineError::Unavailable(reason.clone()),
+        other => EngineError::Internal(other.to_string()),
+    }
+}
+
+impl Actor for ConversationActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let store = Arc::clone(&self.core.store);
+        let id = self.id;
+        let load = async move { store.conversation(id).await };
+        // Nothing is handled until the roster is in: membership checks need it.
+        ctx.wait(load.into_actor(self).map(|loaded, actor, _| {
+            actor.state = match loaded {
+                Ok(Some(conversation)) => {
+                    let roles: HashMap<UserId, MemberRole> = conversation
+                        .members
+                        .iter()
+                        .map(|member| (member.user_id, member.role))
+                        .collect();
+                    let ids = roles.keys().copied().collect();
+                    State::Ready(Roster {
+                        roles,
+                        ids,
+                        last_seq: conversation.last_seq,
+                    })
+                }
+                Ok(None) => State::Missing,
+                Err(error) => {
+                    tracing::warn!(%error, conversation = %actor.id, "could not load conversation");
+                    State::Failed
+                }
+            };
+        }));
+        let idle_after = self.core.limits.conversation_idle;
+        let check_every = (idle_after / 4).clamp(Duration::from_millis(100), MISSING_LINGER);
+        ctx.run_interval(check_every, move |actor, ctx| {
+            let linger = match actor.state {
+                State::Ready(_) => idle_after,
+                _ => MISSING_LINGER,
+            };
+            if actor.idle() && actor.last_activity.elapsed() >= linger {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.core.forget_conversation(self.id, &ctx.address());
+        for pending in self.queued.drain(..) {
+            let _ = pending
+                .reply
+                .send(Err(EngineError::Unavailable("conversation stopped".into())));
+        }
+    }
+}
+
+/// Post a message (the sender is checked to be a member).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Posted, EngineError>")]
+pub(crate) struct PostMessage {
+    pub(crate) send: NewMessage,
+}
+
+impl Handler<PostMessage> for ConversationActor {
+    type Result = ResponseFuture<Result<Posted, EngineError>>;
+
+    fn handle(&mut self, msg: PostMessage, ctx: &mut Self::Context) -> Self::Result {
+        if let Err(error) = self.roster_for(msg.send.sender_id) {
+            return Box::pin(async move { Err(error) });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queued.push(PendingSend {
+            send: msg.send,
+            reply,
+        });
+        self.commit_queued(ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unavailable("conversation stopped".into())))
+        })
+    }
+}
+
+/// Edit or delete.
+#[derive(Debug, Clone)]
+pub(crate) enum MessageChange {
+    Edit(String),
+    Delete,
+}
+
+/// Change a message of this conversation (only its sender may).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Message, EngineError>")]
+pub(crate) struct ModifyMessage {
+    pub(crate) user: UserId,
+    pub(crate) message_id: MessageId,
+    pub(crate) change: MessageChange,
+}
+
+impl Handler<ModifyMessage> for ConversationActor {
+    type Result = ResponseActFuture<Self, Result<Message, EngineError>>;
+
+    fn handle(&mut self, msg: ModifyMessage, _ctx: &mut Self::Context) -> Self::Result {
+        let roster = self.roster_for(msg.user).map(|_| ());
+        let store = Arc::clone(&self.core.store);
+        let id = self.id;
+        let change = async move {
+            roster?;
+            let missing = || EngineError::MessageNotFound(msg.message_id);
+            let current = store.message(msg.message_id).await?.ok_or_else(missing)?;
+            if current.conversation_id != id {
+                return Err(missing());
+            }
+            if current.sender_id != msg.user {
+                return Err(EngineError::Forbidden("only the sender may change a message"));
+            }
+            let at = Timestamp::now();
+            let changed = match msg.change {
+                MessageChange::Edit(body) => {
+                    if current.deleted_at.is_some() {
+                        return Err(EngineError::Conflict("the message was deleted".into()));
+                    }
+                    store.edit_message(msg.message_id, body, at).await
+                }
+                MessageChange::Delete => store.delete_message(msg.message_id, at).await,
+            };
+            changed.map_err(|error| match error {
+                StoreError::NotFound => EngineError::Conflict("the message was deleted".into()),
+                other => other.into(),
+            })
+        };
+        Box::pin(change.into_actor(self).map(|changed, actor, _| {
+            let message = changed?;
+            let event = if message.deleted_at.is_some() {
+                ServerEvent::MessageDeleted(message.clone())
+            } else {
+                ServerEvent::MessageEdited(message.clone())
+            };
+            actor.publish(event, None);
+            Ok(message)
+        }))
+    }
+}
+
+/// Move the caller's delivered or read watermark forward.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub(crate) struct MarkReceipt {
+    pub(crate) user: UserId,
+    pub(crate) watermark: Watermark,
+    pub(crate) seq: Seq,
+}
+
+impl Handler<MarkReceipt> for ConversationActor {
+    type Result = ResponseActFuture<Self, Result<(), EngineError>>;
+
+    fn handle(&mut self, msg: MarkReceipt, _ctx: &mut Self::Context) -> Self::Result {
+        let last_seq = self.roster_for(msg.user).map(|roster| roster.last_seq);
+        let store = Arc::clone(&self.core.store);
+        let id = self.id;
+        let mark = async move {
+            let mut last_seq = last_seq?;
+            if msg.seq > last_seq {
+                // Another node may have committed since this roster was loaded.
+                let conversation = store.conversation(id).await?;
+                last_seq = conversation.map_or(last_seq, |c| c.last_seq);
+            }
+            if msg.seq > last_seq || msg.seq.0 < 0 {
+                return Err(EngineError::Invalid(format!(
+                    "seq {} is beyond the conversation's last seq {last_seq}",
+                    msg.seq
+                )));
+            }
+            let moved = store
+                .advance_watermark(id, msg.user, msg.watermark, msg.seq)
+                .await?;
+            Ok((moved, last_seq))
+        };
+        Box::pin(mark.into_actor(self).map(move |marked, actor, _| {
+            let (moved, last_seq) = marked?;
+            if let State::Ready(roster) = &mut actor.state {
+                roster.last_seq = roster.last_seq.max(last_seq);
+            }
+            if moved {
+                let receipt = ReceiptAdvanced {
+                    conversation_id: actor.id,
+                    user_id: msg.user,
+                    seq: msg.seq,
+                };
+                let event = match msg.watermark {
+                    Watermark::Delivered => ServerEvent::MessageDelivered(receipt),
+                    Watermark::Read => ServerEvent::MessageRead(receipt),
+                };
+                actor.publish(event, None);
+            }
+            Ok(())
+        }))
+    }
+}
+
+/// Start or stop the caller's typing flag.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub(crate) struct SetTyping {
+    pub(crate) user: UserId,
+    pub(crate) typing: bool,
+}
+
+impl Handler<SetTyping> for ConversationActor {
+    type Result = Result<(), EngineError>;
+
+    fn handle(&mut self, msg: SetTyping, ctx: &mut Self::Context) -> Self::Result {
+        self.roster_for(msg.user)?;
+        if !msg.typing {
+            self.stop_typing(msg.user);
+            return Ok(());
+        }
+        // A refresh only moves the expiry: members hear "started" once per burst.
+        let ttl = self.core.limits.typing_ttl;
+        let user = msg.user;
+        let expiry = ctx.run_later(ttl, move |actor, _| {
+            actor.stop_typing(user);
+        });
+        match self.typing.insert(user, expiry) {
+            Some(previous) => {
+                ctx.cancel_future(previous);
+            }
+            None => {
+                let event = ServerEvent::TypingStarted(TypingChanged {
+                    conversation_id: self.id,
+                    user_id: user,
+                });
+                self.publish(event, Some(user));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check that `user` is a member; answers the conversation's last seq.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Seq, EngineError>")]
+pub(crate) struct Authorize {
+    pub(crate) user: UserId,
+}
+
+impl Handler<Authorize> for ConversationActor {
+    type Result = Result<Seq, EngineError>;
+
+    fn handle(&mut self, msg: Authorize, _ctx: &mut Self::Context) -> Self::Result {
+        self.roster_for(msg.user).map(|roster| roster.last_seq)
+    }
+}
+
+/// Add or remove a member. Owners may add and remove anyone; members may add others to
+/// a group and remove themselves.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<bool, EngineError>")]
+pub(crate) struct ChangeMembership {
+    pub(crate) by: UserId,
+    pub(crate) user: UserId,
+    pub(crate) join: bool,
+}
+
+impl Handler<ChangeMembership> for ConversationActor {
+    type Result = ResponseActFuture<Self, Result<bool, EngineError>>;
+
+    fn handle(&mut self, msg: ChangeMembership, _ctx: &mut Self::Context) -> Self::Result {
+        let allowed = self.roster_for(msg.by).and_then(|roster| {
+            let owner = roster.roles.get(&msg.by) == Some(&MemberRole::Owner);
+            let permitted = if msg.join { true } else { owner || msg.by == msg.user };
+            if !permitted {
+                return Err(EngineError::Forbidden("only an owner may remove other members"));
+            }
+            Ok(())
+        });
+        let store = Arc::clone(&self.core.store);
+        let id = self.id;
+        let change = async move {
+            allowed?;
+            let conversation = store
+                .conversation(id)
+                .await?
+                .ok_or(EngineError::ConversationNotFound(id))?;
+            if conversation.kind == crate::protocol::ConversationKind::Direct {
+                return Err(EngineError::Forbidden(
+                    "direct conversations have fixed members",
+                ));
+            }
+            if msg.join {
+                if store.user_by_id(msg.user).await?.is_none() {
+                    return Err(EngineError::UserNotFound(msg.user));
+                }
+                Ok(store.add_member(id, msg.user, MemberRole::Member).await?)
+            } else {
+                Ok(store.remove_member(id, msg.user).await?)
+            }
+        };
+        Box::pin(change.into_actor(self).map(move |changed, actor, _| {
+            let changed = changed?;
+            if !changed {
+                return Ok(false);
+            }
+            let event_data = MembershipChanged {
+                conversation_id: actor.id,
+                user_id: msg.user,
+            };
+            if msg.join {
+                if let State::Ready(roster) = &mut actor.state {
+                    roster.roles.insert(msg.user, MemberRole::Member);
+                    roster.rebuild_ids();
+                }
+                actor.publish(ServerEvent::MemberJoined(event_data), None);
+            } else {
+                // The one who left hears it too, then nothing more.
+                actor.publish(ServerEvent::MemberLeft(event_data), None);
+                if let State::Ready(roster) = &mut actor.state {
+                    roster.roles.remove(&msg.user);
+                    roster.rebuild_ids();
+                }
+                actor.typing.remove(&msg.user);
+            }
+            Ok(true)
+        }))
+    }
+}

@@ -1,0 +1,21 @@
+//! The actors of the engine and the registries that find them.
+//!
+//! - [`ConversationActor`]: one per active conversation. Serialises its sends, commits
+//!   them in groups, fans them out, keeps typing state and the member list.
+//! - [`UserActor`]: one per online user. Holds the user's sessions (devices) and presence.
+//! - [`UserDirectory`]: the sharded map from users to their actor and sessions, read by
+//!   the fan-out path without a mailbox hop.
+
+mod conversation;
+pub(crate) mod registry;
+pub(crate) mod session;
+mod user;
+
+pub(crate) use conversation::{
+    Authorize, ChangeMembership, ConversationActor, MarkReceipt, MessageChange, ModifyMessage,
+    PostMessage, SetTyping,
+};
+pub use session::{CloseReason, Outbound, OutboundQueue};
+pub(crate) use session::SessionSink;
+pub use user::UserDirectory;
+pub(crate) use user::{AttachSession, DetachSession, RelayCall, SetStatus, UserActor};

@@ -1,0 +1,175 @@
+//! What the engine holds of one attached session: where to push, and how full its queue is.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use actix::{Message, Recipient};
+use parking_lot::RwLock;
+
+use crate::ids::{ConversationId, SessionId, UserId};
+use crate::protocol::EventFrame;
+
+/// What the engine pushes to a transport's actor.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum Outbound {
+    /// An event to write to the client. Once written, call [`OutboundQueue::written`].
+    Event(EventFrame),
+    /// The engine gave up on this session: close the connection with this reason.
+    Close(CloseReason),
+}
+
+/// Why the engine closed a session. Transports map it to their close frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client did not read fast enough and a chat message would have overflowed its
+    /// queue. Nothing is lost: the client reconnects and catches up with `sync`.
+    SlowConsumer,
+    /// The engine is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The WebSocket close code: 4008 for a slow consumer (application range, "policy"),
+    /// 1001 "going away" for shutdown.
+    pub fn close_code(self) -> u16 {
+        match self {
+            Self::SlowConsumer => 4008,
+            Self::Shutdown => 1001,
+        }
+    }
+
+    /// A short machine-readable reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SlowConsumer => "slow_consumer",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The count of frames pushed to a session and not yet written by its transport.
+///
+/// The engine increments it for every event it pushes; the transport decrements it with
+/// [`OutboundQueue::written`] once a frame is on its way to the client. That count, not the
+/// actor mailbox (which `do_send` does not bound), is what back-pressure looks at.
+#[derive(Debug)]
+pub struct OutboundQueue {
+    pending: AtomicUsize,
+    capacity: usize,
+    overflowed: AtomicBool,
+    dropped_ephemeral: AtomicUsize,
+}
+
+impl OutboundQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            pending: AtomicUsize::new(0),
+            capacity: capacity.max(4),
+            overflowed: AtomicBool::new(false),
+            dropped_ephemeral: AtomicUsize::new(0),
+        }
+    }
+
+    /// The transport wrote one frame.
+    pub fn written(&self) {
+        // Saturating: a transport that reports more writes than pushes must not wrap.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Frames pushed and not yet written.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Typing and presence events dropped because the queue was nearly full.
+    pub fn dropped_ephemeral(&self) -> usize {
+        self.dropped_ephemeral.load(Ordering::Relaxed)
+    }
+
+    /// The session was closed as a slow consumer.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+}
+
+/// One session as the fan-out path sees it.
+#[derive(Debug)]
+pub(crate) struct SessionSink {
+    pub(crate) id: SessionId,
+    pub(crate) user: UserId,
+    recipient: Recipient<Outbound>,
+    pub(crate) queue: Arc<OutboundQueue>,
+    /// Conversations this session left with `room:leave`; checked only when non-empty.
+    left_rooms: RwLock<HashSet<ConversationId>>,
+    has_left_rooms: AtomicBool,
+}
+
+impl SessionSink {
+    pub(crate) fn new(
+        id: SessionId,
+        user: UserId,
+        recipient: Recipient<Outbound>,
+        capacity: usize,
+    ) -> Self {
+        Self {
+            id,
+            user,
+            recipient,
+            queue: Arc::new(OutboundQueue::new(capacity)),
+            left_rooms: RwLock::new(HashSet::new()),
+            has_left_rooms: AtomicBool::new(false),
+        }
+    }
+
+    /// Pushes an event, applying the slow-consumer policy: ephemeral events are dropped
+    /// once the queue is three quarters full; a reliable event that would overflow it
+    /// closes the session instead of being dropped silently.
+    pub(crate) fn push(&self, frame: &EventFrame) {
+        let queue = &self.queue;
+        if queue.overflowed.load(Ordering::Acquire) {
+            return;
+        }
+        if self.has_left_rooms.load(Ordering::Acquire) {
+            if let Some(conversation) = frame.conversation_id() {
+                if self.left_rooms.read().contains(&conversation) {
+                    return;
+                }
+            }
+        }
+        let pending = queue.pending.fetch_add(1, Ordering::AcqRel) + 1;
+        if frame.is_ephemeral() && pending > queue.capacity / 4 * 3 {
+            queue.written();
+            queue.dropped_ephemeral.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if pending > queue.capacity {
+            queue.written();
+            if !queue.overflowed.swap(true, Ordering::AcqRel) {
+                tracing::warn!(session = %self.id, user = %self.user, "closing slow consumer");
+                self.recipient
+                    .do_send(Outbound::Close(CloseReason::SlowConsumer));
+            }
+            return;
+        }
+        self.recipient.do_send(Outbound::Event(frame.clone()));
+    }
+
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.recipient.do_send(Outbound::Close(reason));
+    }
+
+    pub(crate) fn set_room_left(&self, conversation: ConversationId, left: bool) {
+        let mut rooms = self.left_rooms.write();
+        if left {
+            rooms.insert(conversation);
+        } else {
+            rooms.remove(&conversation);
+        }
+        self.has_left_rooms
+            .store(!rooms.is_empty(), Ordering::Release);
+    }
+}

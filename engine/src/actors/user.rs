@@ -1,0 +1,344 @@
+//! One actor per online user: their sessions on this node and their presence.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::registry::Sharded;
+use super::session::{CloseReason, SessionSink};
+use crate::engine::Core;
+use crate::error::EngineError;
+use crate::ids::{SessionId, Timestamp, UserId};
+use crate::protocol::{
+    EventFrame, PresenceChanged, PresenceStatus, ServerEvent, StatusChanged,
+};
+use crate::store::ProfileChanges;
+use crate::bus::Audience;
+
+/// What the fan-out path needs of an online user, kept beside their actor.
+pub(crate) struct UserEntry {
+    actor: Addr<UserActor>,
+    sessions: Vec<Arc<SessionSink>>,
+    status: PresenceStatus,
+    status_text: String,
+}
+
+/// The users with sessions on this node, sharded by user id.
+pub struct UserDirectory {
+    entries: Sharded<UserId, UserEntry>,
+}
+
+impl UserDirectory {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: Sharded::new(),
+        }
+    }
+
+    /// Pushes an event to every session of `user` on this node.
+    pub(crate) fn push_to_user(&self, user: UserId, frame: &EventFrame) {
+        self.entries.with(&user, |entry| {
+            for session in &entry.sessions {
+                session.push(frame);
+            }
+        });
+    }
+
+    /// The user's actor, started if the user has none.
+    pub(crate) fn actor(&self, core: &Arc<Core>, user: UserId) -> Addr<UserActor> {
+        if let Some(addr) = self
+            .entries
+            .with(&user, |entry| entry.actor.clone())
+            .filter(Addr::connected)
+        {
+            return addr;
+        }
+        let mut shard = self.entries.shard(&user).write();
+        if let Some(entry) = shard.get(&user).filter(|entry| entry.actor.connected()) {
+            return entry.actor.clone();
+        }
+        let actor = UserActor::new(Arc::clone(core), user).start();
+        shard.insert(
+            user,
+            UserEntry {
+                actor: actor.clone(),
+                sessions: Vec::new(),
+                status: PresenceStatus::Online,
+                status_text: String::new(),
+            },
+        );
+        actor
+    }
+
+    /// The status the user shows, if they are online here and not invisible.
+    pub fn visible_status(&self, user: UserId) -> Option<(PresenceStatus, String)> {
+        self.entries
+            .with(&user, |entry| (entry.status, entry.status_text.clone()))
+            .filter(|(status, _)| *status != PresenceStatus::Invisible)
+    }
+
+    /// Sessions attached on this node, all users together.
+    pub fn session_count(&self) -> usize {
+        self.entries
+            .values_with(|entry| entry.sessions.len())
+            .into_iter()
+            .sum()
+    }
+
+    fn update(&self, user: UserId, actor: &Addr<UserActor>, change: impl FnOnce(&mut UserEntry)) {
+        let mut shard = self.entries.shard(&user).write();
+        if let Some(entry) = shard.get_mut(&user).filter(|entry| entry.actor == *actor) {
+            change(entry);
+        }
+    }
+
+    fn remove(&self, user: UserId, actor: &Addr<UserActor>) {
+        let mut shard = self.entries.shard(&user).write();
+        if shard.get(&user).is_some_and(|entry| entry.actor == *actor) {
+            shard.remove(&user);
+        }
+    }
+
+    pub(crate) fn close_all(&self, reason: CloseReason) {
+        for sessions in self.entries.values_with(|entry| entry.sessions.clone()) {
+            for session in sessions {
+                session.close(reason);
+            }
+        }
+    }
+}
+
+/// One online user: their sessions on this node and their presence.
+pub(crate) struct UserActor {
+    core: Arc<Core>,
+    user: UserId,
+    sessions: Vec<Arc<SessionSink>>,
+    status: PresenceStatus,
+    status_text: String,
+    /// Contacts were told this user is online (and not yet that they went offline).
+    announced: bool,
+    /// Pending "went offline" after the last session left, cancelled by a reconnect.
+    offline_timer: Option<SpawnHandle>,
+}
+
+impl UserActor {
+    fn new(core: Arc<Core>, user: UserId) -> Self {
+        Self {
+            core,
+            user,
+            sessions: Vec::new(),
+            status: PresenceStatus::Online,
+            status_text: String::new(),
+            announced: false,
+            offline_timer: None,
+        }
+    }
+
+    fn mirror(&self, ctx: &Context<Self>) {
+        let sessions = self.sessions.clone();
+        let status = self.status;
+        let status_text = self.status_text.clone();
+        self.core
+            .users
+            .update(self.user, &ctx.address(), move |entry| {
+                entry.sessions = sessions;
+                entry.status = status;
+                entry.status_text = status_text;
+            });
+    }
+
+    /// Tells everyone who shares a conversation with this user (and the user's own
+    /// sessions) about `event`. Contacts are read when needed, so a conversation created
+    /// since the last announcement is included; `ctx.wait` keeps announcements in order.
+    fn announce(&mut self, ctx: &mut Context<Self>, event: ServerEvent) {
+        let store = Arc::clone(&self.core.store);
+        let user = self.user;
+        let frame = event.encode();
+        let lookup = async move { store.contacts_of(user).await };
+        ctx.wait(lookup.into_actor(self).map(move |contacts, actor, _| {
+            let mut audience = match contacts {
+                Ok(contacts) => contacts,
+                Err(error) => {
+                    tracing::warn!(%error, %user, "presence: contacts unavailable");
+                    Vec::new()
+                }
+            };
+            audience.push(user);
+            actor.core.bus.publish(Audience::Users(audience.into()), frame);
+        }));
+    }
+
+    fn go_online(&mut self, ctx: &mut Context<Self>) {
+        if self.announced || self.status == PresenceStatus::Invisible {
+            return;
+        }
+        self.announced = true;
+        let event = ServerEvent::UserOnline(PresenceChanged {
+            user_id: self.user,
+            last_seen: None,
+        });
+        self.announce(ctx, event);
+    }
+
+    fn go_offline(&mut self, ctx: &mut Context<Self>, at: Timestamp) {
+        if !self.announced {
+            return;
+        }
+        self.announced = false;
+        let event = ServerEvent::UserOffline(PresenceChanged {
+            user_id: self.user,
+            last_seen: Some(at),
+        });
+        self.announce(ctx, event);
+    }
+}
+
+impl Actor for UserActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let store = Arc::clone(&self.core.store);
+        let user = self.user;
+        let load = async move { store.user_by_id(user).await };
+        ctx.wait(load.into_actor(self).map(|row, actor, ctx| {
+            if let Ok(Some(row)) = row {
+                actor.status_text = row.status_text;
+                actor.mirror(ctx);
+            }
+        }));
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.core.users.remove(self.user, &ctx.address());
+    }
+}
+
+/// Attach a session (a device) to its user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AttachSession {
+    pub(crate) sink: Arc<SessionSink>,
+}
+
+impl Handler<AttachSession> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachSession, ctx: &mut Self::Context) {
+        if let Some(timer) = self.offline_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.sessions.push(msg.sink);
+        self.mirror(ctx);
+        self.go_online(ctx);
+    }
+}
+
+/// Detach a session; the last one out starts the offline grace period.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DetachSession {
+    pub(crate) id: SessionId,
+}
+
+impl Handler<DetachSession> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DetachSession, ctx: &mut Self::Context) {
+        self.sessions.retain(|session| session.id != msg.id);
+        self.mirror(ctx);
+        if !self.sessions.is_empty() || self.offline_timer.is_some() {
+            return;
+        }
+        let grace = self.core.limits.presence_grace;
+        self.offline_timer = Some(ctx.run_later(grace, |actor, ctx| {
+            actor.offline_timer = None;
+            if !actor.sessions.is_empty() {
+                return;
+            }
+            let at = Timestamp::now();
+            let store = Arc::clone(&actor.core.store);
+            let user = actor.user;
+            actix::spawn(async move {
+                if let Err(error) = store.set_last_seen(user, at).await {
+                    tracing::warn!(%error, %user, "could not record lastSeen");
+                }
+            });
+            actor.go_offline(ctx, at);
+            // Stop once the announcement went out (it waits on the contacts lookup).
+            ctx.wait(async {}.into_actor(actor).map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
+        }));
+    }
+}
+
+/// Change the user's presence status and, optionally, status text.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub(crate) struct SetStatus {
+    pub(crate) status: PresenceStatus,
+    pub(crate) text: Option<String>,
+}
+
+impl Handler<SetStatus> for UserActor {
+    type Result = Result<(), EngineError>;
+
+    fn handle(&mut self, msg: SetStatus, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(text) = msg.text.clone() {
+            let store = Arc::clone(&self.core.store);
+            let user = self.user;
+            self.status_text = text.clone();
+            actix::spawn(async move {
+                let changes = ProfileChanges {
+                    status_text: Some(text),
+                    ..ProfileChanges::default()
+                };
+                if let Err(error) = store.update_profile(user, changes).await {
+                    tracing::warn!(%error, %user, "could not store status text");
+                }
+            });
+        }
+        let was_visible = self.status != PresenceStatus::Invisible;
+        self.status = msg.status;
+        self.mirror(ctx);
+        match (was_visible, msg.status != PresenceStatus::Invisible) {
+            (true, false) => self.go_offline(ctx, Timestamp::now()),
+            (false, true) => self.go_online(ctx),
+            _ => {}
+        }
+        if msg.status != PresenceStatus::Invisible {
+            let event = ServerEvent::UserStatus(StatusChanged {
+                user_id: self.user,
+                status: msg.status,
+                text: self.status_text.clone(),
+            });
+            self.announce(ctx, event);
+        }
+        Ok(())
+    }
+}
+
+/// Relay call signalling from this user to a peer who shares a conversation with them.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub(crate) struct RelayCall {
+    pub(crate) to: UserId,
+    pub(crate) event: ServerEvent,
+}
+
+impl Handler<RelayCall> for UserActor {
+    type Result = ResponseActFuture<Self, Result<(), EngineError>>;
+
+    fn handle(&mut self, msg: RelayCall, _ctx: &mut Self::Context) -> Self::Result {
+        let store = Arc::clone(&self.core.store);
+        let user = self.user;
+        let lookup = async move { store.contacts_of(user).await };
+        Box::pin(lookup.into_actor(self).map(move |contacts, actor, _| {
+            // Only people who share a conversation may ring each other.
+            if !contacts?.contains(&msg.to) {
+                return Err(EngineError::UserNotFound(msg.to));
+            }
+            let audience = Audience::Users(Arc::from([msg.to]));
+            actor.core.bus.publish(audience, msg.event.encode());
+            Ok(())
+        }))
+    }
+}

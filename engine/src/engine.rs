@@ -301,16 +301,20 @@ impl Engine {
         }
         let (conversation, created) = self.core.store.create_conversation(new).await?;
         if created {
-            let members: Arc<[UserId]> =
-                conversation.members.iter().map(|m| m.user_id).collect();
+            let members: Arc<[UserId]> = conversation.members.iter().map(|m| m.user_id).collect();
             let event = ServerEvent::ConversationCreated(conversation.clone());
-            self.core.bus.publish(Audience::Users(members), event.encode());
+            self.core
+                .bus
+                .publish(Audience::Users(members), event.encode());
         }
         Ok((conversation, created))
     }
 
     /// The caller's conversations, most recently active first.
-    pub async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>, EngineError> {
+    pub async fn conversations(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<ConversationSummary>, EngineError> {
         Ok(self.core.store.conversations_of(user).await?)
     }
 
@@ -417,7 +421,11 @@ impl Engine {
     }
 
     /// Deletes the caller's own message (it keeps its seq) and tells members `message:deleted`.
-    pub async fn delete_message(&self, user: UserId, id: MessageId) -> Result<Message, EngineError> {
+    pub async fn delete_message(
+        &self,
+        user: UserId,
+        id: MessageId,
+    ) -> Result<Message, EngineError> {
         self.modify(user, id, MessageChange::Delete).await
     }
 
@@ -455,7 +463,11 @@ impl Engine {
         self.authorize(user, id).await?;
         let limit = self.page_size(page.limit);
         if let (None, Some(before)) = (page.after, page.before) {
-            let mut messages = self.core.store.messages_before(id, before, limit + 1).await?;
+            let mut messages = self
+                .core
+                .store
+                .messages_before(id, before, limit + 1)
+                .await?;
             let has_more = messages.len() > limit;
             if has_more {
                 messages.remove(0);
@@ -607,7 +619,9 @@ impl Session {
                 Ok(Reply::Message { message })
             }
             ClientCommand::EditMessage(edit) => {
-                let message = engine.edit_message(user, edit.message_id, edit.body).await?;
+                let message = engine
+                    .edit_message(user, edit.message_id, edit.body)
+                    .await?;
                 Ok(Reply::Message { message })
             }
             ClientCommand::DeleteMessage(delete) => {
@@ -616,7 +630,12 @@ impl Session {
             }
             ClientCommand::MarkDelivered(receipt) => {
                 engine
-                    .mark(user, receipt.conversation_id, Watermark::Delivered, receipt.seq)
+                    .mark(
+                        user,
+                        receipt.conversation_id,
+                        Watermark::Delivered,
+                        receipt.seq,
+                    )
                     .await?;
                 Ok(Reply::Done {})
             }
@@ -654,7 +673,11 @@ impl Session {
                 Ok(Reply::Done {})
             }
             ClientCommand::UpdateStatus(update) => {
-                if update.text.as_ref().is_some_and(|text| text.chars().count() > 140) {
+                if update
+                    .text
+                    .as_ref()
+                    .is_some_and(|text| text.chars().count() > 140)
+                {
                     return Err(EngineError::Invalid(
                         "status text is longer than 140 characters".into(),
                     ));

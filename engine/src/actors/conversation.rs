@@ -110,7 +110,10 @@ impl ConversationActor {
         if self.committing || self.queued.is_empty() {
             return;
         }
-        let take = self.queued.len().min(self.core.limits.max_commit_batch.max(1));
+        let take = self
+            .queued
+            .len()
+            .min(self.core.limits.max_commit_batch.max(1));
         let batch: Vec<PendingSend> = self.queued.drain(..take).collect();
         let sends: Vec<NewMessage> = batch.iter().map(|pending| pending.send.clone()).collect();
         let store = Arc::clone(&self.core.store);
@@ -303,7 +306,9 @@ impl Handler<ModifyMessage> for ConversationActor {
                 return Err(missing());
             }
             if current.sender_id != msg.user {
-                return Err(EngineError::Forbidden("only the sender may change a message"));
+                return Err(EngineError::Forbidden(
+                    "only the sender may change a message",
+                ));
             }
             let at = Timestamp::now();
             let changed = match msg.change {
@@ -459,9 +464,15 @@ impl Handler<ChangeMembership> for ConversationActor {
     fn handle(&mut self, msg: ChangeMembership, _ctx: &mut Self::Context) -> Self::Result {
         let allowed = self.roster_for(msg.by).and_then(|roster| {
             let owner = roster.roles.get(&msg.by) == Some(&MemberRole::Owner);
-            let permitted = if msg.join { true } else { owner || msg.by == msg.user };
+            let permitted = if msg.join {
+                true
+            } else {
+                owner || msg.by == msg.user
+            };
             if !permitted {
-                return Err(EngineError::Forbidden("only an owner may remove other members"));
+                return Err(EngineError::Forbidden(
+                    "only an owner may remove other members",
+                ));
             }
             Ok(())
         });

@@ -15,7 +15,7 @@ pub(crate) use conversation::{
     Authorize, ChangeMembership, ConversationActor, MarkReceipt, MessageChange, ModifyMessage,
     PostMessage, SetTyping,
 };
-pub use session::{CloseReason, Outbound, OutboundQueue};
 pub(crate) use session::SessionSink;
+pub use session::{CloseReason, Outbound, OutboundQueue};
 pub use user::UserDirectory;
 pub(crate) use user::{AttachSession, DetachSession, RelayCall, SetStatus, UserActor};

@@ -6,14 +6,12 @@ use actix::prelude::*;
 
 use super::registry::Sharded;
 use super::session::{CloseReason, SessionSink};
+use crate::bus::Audience;
 use crate::engine::Core;
 use crate::error::EngineError;
 use crate::ids::{SessionId, Timestamp, UserId};
-use crate::protocol::{
-    EventFrame, PresenceChanged, PresenceStatus, ServerEvent, StatusChanged,
-};
+use crate::protocol::{EventFrame, PresenceChanged, PresenceStatus, ServerEvent, StatusChanged};
 use crate::store::ProfileChanges;
-use crate::bus::Audience;
 
 /// What the fan-out path needs of an online user, kept beside their actor.
 pub(crate) struct UserEntry {
@@ -148,14 +146,32 @@ impl UserActor {
     }
 
     /// Tells everyone who shares a conversation with this user (and the user's own
-    /// sessions) about `event`. Contacts are read when needed, so a conversation created
-    /// since the last announcement is included; `ctx.wait` keeps announcements in order.
-    fn announce(&mut self, ctx: &mut Context<Self>, event: ServerEvent) {
+    /// sessions) about `events`, in order, then stops the actor if `then_stop`. Contacts
+    /// are read each time, so a conversation created since the last announcement counts.
+    /// One `ctx.wait` per announcement: actix runs queued waits last-in first-out, so
+    /// everything that must happen in order goes into the same one.
+    fn announce(&mut self, ctx: &mut Context<Self>, events: Vec<ServerEvent>, then_stop: bool) {
+        if events.is_empty() && !then_stop {
+            return;
+        }
         let store = Arc::clone(&self.core.store);
         let user = self.user;
-        let frame = event.encode();
-        let lookup = async move { store.contacts_of(user).await };
-        ctx.wait(lookup.into_actor(self).map(move |contacts, actor, _| {
+        let last_seen = events.iter().find_map(|event| match event {
+            ServerEvent::UserOffline(change) => change.last_seen,
+            _ => None,
+        });
+        let frames: Vec<_> = events.iter().map(ServerEvent::encode).collect();
+        let lookup = async move {
+            // lastSeen is stored before contacts hear "offline", so a presence query
+            // made on that event already sees it.
+            if let Some(at) = last_seen {
+                if let Err(error) = store.set_last_seen(user, at).await {
+                    tracing::warn!(%error, %user, "could not record lastSeen");
+                }
+            }
+            store.contacts_of(user).await
+        };
+        ctx.wait(lookup.into_actor(self).map(move |contacts, actor, ctx| {
             let mut audience = match contacts {
                 Ok(contacts) => contacts,
                 Err(error) => {
@@ -164,32 +180,39 @@ impl UserActor {
                 }
             };
             audience.push(user);
-            actor.core.bus.publish(Audience::Users(audience.into()), frame);
+            let audience: Arc<[UserId]> = audience.into();
+            for frame in frames {
+                actor
+                    .core
+                    .bus
+                    .publish(Audience::Users(Arc::clone(&audience)), frame);
+            }
+            if then_stop {
+                ctx.stop();
+            }
         }));
     }
 
-    fn go_online(&mut self, ctx: &mut Context<Self>) {
+    fn went_online(&mut self) -> Option<ServerEvent> {
         if self.announced || self.status == PresenceStatus::Invisible {
-            return;
+            return None;
         }
         self.announced = true;
-        let event = ServerEvent::UserOnline(PresenceChanged {
+        Some(ServerEvent::UserOnline(PresenceChanged {
             user_id: self.user,
             last_seen: None,
-        });
-        self.announce(ctx, event);
+        }))
     }
 
-    fn go_offline(&mut self, ctx: &mut Context<Self>, at: Timestamp) {
+    fn went_offline(&mut self, at: Timestamp) -> Option<ServerEvent> {
         if !self.announced {
-            return;
+            return None;
         }
         self.announced = false;
-        let event = ServerEvent::UserOffline(PresenceChanged {
+        Some(ServerEvent::UserOffline(PresenceChanged {
             user_id: self.user,
             last_seen: Some(at),
-        });
-        self.announce(ctx, event);
+        }))
     }
 }
 
@@ -229,7 +252,8 @@ impl Handler<AttachSession> for UserActor {
         }
         self.sessions.push(msg.sink);
         self.mirror(ctx);
-        self.go_online(ctx);
+        let online = self.went_online();
+        self.announce(ctx, online.into_iter().collect(), false);
     }
 }
 
@@ -245,6 +269,7 @@ impl Handler<DetachSession> for UserActor {
 
     fn handle(&mut self, msg: DetachSession, ctx: &mut Self::Context) {
         self.sessions.retain(|session| session.id != msg.id);
+
         self.mirror(ctx);
         if !self.sessions.is_empty() || self.offline_timer.is_some() {
             return;
@@ -252,20 +277,12 @@ impl Handler<DetachSession> for UserActor {
         let grace = self.core.limits.presence_grace;
         self.offline_timer = Some(ctx.run_later(grace, |actor, ctx| {
             actor.offline_timer = None;
+
             if !actor.sessions.is_empty() {
                 return;
             }
-            let at = Timestamp::now();
-            let store = Arc::clone(&actor.core.store);
-            let user = actor.user;
-            actix::spawn(async move {
-                if let Err(error) = store.set_last_seen(user, at).await {
-                    tracing::warn!(%error, %user, "could not record lastSeen");
-                }
-            });
-            actor.go_offline(ctx, at);
-            // Stop once the announcement went out (it waits on the contacts lookup).
-            ctx.wait(async {}.into_actor(actor).map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
+            let offline = actor.went_offline(Timestamp::now());
+            actor.announce(ctx, offline.into_iter().collect(), true);
         }));
     }
 }
@@ -299,19 +316,21 @@ impl Handler<SetStatus> for UserActor {
         let was_visible = self.status != PresenceStatus::Invisible;
         self.status = msg.status;
         self.mirror(ctx);
-        match (was_visible, msg.status != PresenceStatus::Invisible) {
-            (true, false) => self.go_offline(ctx, Timestamp::now()),
-            (false, true) => self.go_online(ctx),
+        let mut events = Vec::new();
+        let visible = msg.status != PresenceStatus::Invisible;
+        match (was_visible, visible) {
+            (true, false) => events.extend(self.went_offline(Timestamp::now())),
+            (false, true) => events.extend(self.went_online()),
             _ => {}
         }
-        if msg.status != PresenceStatus::Invisible {
-            let event = ServerEvent::UserStatus(StatusChanged {
+        if visible {
+            events.push(ServerEvent::UserStatus(StatusChanged {
                 user_id: self.user,
                 status: msg.status,
                 text: self.status_text.clone(),
-            });
-            self.announce(ctx, event);
+            }));
         }
+        self.announce(ctx, events, false);
         Ok(())
     }
 }

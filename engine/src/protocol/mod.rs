@@ -7,8 +7,8 @@ mod events;
 mod views;
 
 pub use commands::{
-    CallSignal, ClientCommand, ConversationRef, DeleteMessage, EditMessage, ReceiptUpdate,
-    Reply, SendMessage, StatusUpdate, SyncRequest,
+    CallSignal, ClientCommand, ConversationRef, DeleteMessage, EditMessage, ReceiptUpdate, Reply,
+    SendMessage, StatusUpdate, SyncRequest,
 };
 pub use events::{
     CallRelayed, EventFrame, MembershipChanged, PresenceChanged, ReceiptAdvanced, ServerEvent,

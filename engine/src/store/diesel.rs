@@ -23,14 +23,13 @@ use super::models::{
 };
 use super::schema::{conversations, members, messages, users};
 use super::{
-    AppendOutcome, ConversationStore, MessageStore, NewConversation, NewMessage, Store,
-    UserStore, Watermark,
+    AppendOutcome, ConversationStore, MessageStore, NewConversation, NewMessage, Store, UserStore,
+    Watermark,
 };
 use crate::error::StoreError;
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
 use crate::protocol::{
-    Conversation, ConversationKind, ConversationSummary, Member, MemberRole, Message,
-    ReplyPreview,
+    Conversation, ConversationKind, ConversationSummary, Member, MemberRole, Message, ReplyPreview,
 };
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -113,7 +112,9 @@ impl std::fmt::Debug for DieselStore {
             Backend::Postgres(_) => "postgres",
             Backend::Sqlite(_) => "sqlite",
         };
-        f.debug_struct("DieselStore").field("backend", &backend).finish()
+        f.debug_struct("DieselStore")
+            .field("backend", &backend)
+            .finish()
     }
 }
 
@@ -226,7 +227,7 @@ impl DieselStore {
                 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
                 let mut conn =
                     <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
-                    .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+                        .map_err(|error| StoreError::Unavailable(error.to_string()))?;
                 conn.run_pending_migrations(POSTGRES_MIGRATIONS)
                     .map_err(failed)?;
             } else {
@@ -682,10 +683,7 @@ impl ConversationStore for DieselStore {
         })
     }
 
-    async fn conversations_of(
-        &self,
-        user: UserId,
-    ) -> Result<Vec<ConversationSummary>, StoreError> {
+    async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationSummary>, StoreError> {
         with_conn!(self, reader, |conn| {
             let mine: Vec<ConversationRow> = conversations::table
                 .inner_join(members::table)
@@ -795,7 +793,9 @@ fn summarise(
         summary
             .last_message
             .as_ref()
-            .map_or(summary.conversation.created_at, |message| message.created_at)
+            .map_or(summary.conversation.created_at, |message| {
+                message.created_at
+            })
     };
     summaries.sort_by(|a, b| {
         activity(b)
@@ -855,7 +855,10 @@ impl MessageStore for DieselStore {
         let now = Timestamp::now().0;
         let conv = conversation.0;
         let senders: Vec<i64> = sends.iter().map(|send| send.sender_id.0).collect();
-        let keys: Vec<&str> = sends.iter().map(|send| send.client_msg_id.as_str()).collect();
+        let keys: Vec<&str> = sends
+            .iter()
+            .map(|send| send.client_msg_id.as_str())
+            .collect();
         with_conn!(self, writer, |conn| {
             conn.transaction(async |c| {
                 let prior: Vec<MessageRow> = messages::table

@@ -90,8 +90,7 @@ pub trait ConversationStore: Send + Sync {
     /// Removes a member; `false` if they were not one.
     async fn remove_member(&self, id: ConversationId, user: UserId) -> Result<bool, StoreError>;
     /// The user's conversations, most recently active first, with last message and unread count.
-    async fn conversations_of(&self, user: UserId)
-    -> Result<Vec<ConversationSummary>, StoreError>;
+    async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationSummary>, StoreError>;
     /// Moves a watermark forward to `seq` (never back; read also moves delivered).
     /// Returns whether it moved.
     async fn advance_watermark(

@@ -4,9 +4,7 @@ use diesel::prelude::*;
 
 use super::schema::{conversations, members, messages, users};
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
-use crate::protocol::{
-    Conversation, ConversationKind, Member, MemberRole, Message, ReplyPreview,
-};
+use crate::protocol::{Conversation, ConversationKind, Member, MemberRole, Message, ReplyPreview};
 
 /// A user account as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]

@@ -1,0 +1,303 @@
+//! Test fixtures: a fresh store per test (a temp SQLite file, or a new PostgreSQL
+//! database dropped afterwards), users, and in-process clients that record what they get.
+
+#![allow(dead_code, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use courier_engine::protocol::{Message, SendMessage, ServerEvent};
+use courier_engine::store::{DieselStore, NewUser, Store, StoreConfig, UserStore};
+use courier_engine::{ConversationId, Engine, Limits, Outbound, Session, Timestamp, UserId};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use tokio::sync::mpsc;
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store that cleans up after itself.
+pub struct TestStore {
+    pub store: Arc<DieselStore>,
+    _cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(tempfile::TempDir),
+    Database { admin_url: String, name: String },
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Cleanup::Database { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs outside async context: a short-lived runtime on its own thread.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async {
+                        if let Ok(mut conn) = AsyncPgConnection::establish(&admin_url).await {
+                            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                            let _ = conn.batch_execute(&sql).await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// The PostgreSQL server to test against: `DATABASE_URL`, if set.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => Some(url),
+        _ => {
+            assert!(
+                std::env::var("COURIER_REQUIRE_POSTGRES").is_err(),
+                "COURIER_REQUIRE_POSTGRES is set but DATABASE_URL names no PostgreSQL server"
+            );
+            None
+        }
+    }
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+impl TestStore {
+    /// A fresh store, or `None` when the backend is not configured here.
+    pub async fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("courier.sqlite3");
+                let config = StoreConfig::new(path.to_string_lossy().into_owned());
+                let store = DieselStore::connect(config).await.expect("sqlite store");
+                Some(Self {
+                    store: Arc::new(store),
+                    _cleanup: Cleanup::File(dir),
+                })
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_url()?;
+                let name = format!("courier_test_{}", rand::random::<u64>());
+                let mut admin = AsyncPgConnection::establish(&admin_url)
+                    .await
+                    .expect("connect to DATABASE_URL");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                let cleanup = Cleanup::Database {
+                    admin_url: admin_url.clone(),
+                    name: name.clone(),
+                };
+                let config = StoreConfig::new(with_database(&admin_url, &name));
+                let store = DieselStore::connect(config).await.expect("postgres store");
+                Some(Self {
+                    store: Arc::new(store),
+                    _cleanup: cleanup,
+                })
+            }
+        }
+    }
+
+    pub fn engine(&self, limits: Limits) -> Engine {
+        Engine::builder(self.store.clone() as Arc<dyn Store>)
+            .limits(limits)
+            .build()
+    }
+
+    pub async fn user(&self, name: &str) -> UserId {
+        let row = self
+            .store
+            .create_user(NewUser {
+                username: name.to_owned(),
+                display_name: name.to_uppercase(),
+                email: None,
+                password_hash: "not-a-real-hash".into(),
+                status_text: String::new(),
+                last_seen_at: None,
+                created_at: Timestamp::now().as_millis(),
+            })
+            .await
+            .expect("create user");
+        row.user_id()
+    }
+}
+
+/// Limits with short timers, so expiry tests run fast.
+pub fn quick_limits() -> Limits {
+    Limits {
+        typing_ttl: Duration::from_millis(300),
+        presence_grace: Duration::from_millis(300),
+        ..Limits::default()
+    }
+}
+
+/// Forwards what the engine pushes into a channel the test reads.
+struct Probe {
+    events: mpsc::UnboundedSender<Outbound>,
+}
+
+impl Actor for Probe {
+    type Context = Context<Self>;
+}
+
+impl Handler<Outbound> for Probe {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, _ctx: &mut Self::Context) {
+        let _ = self.events.send(msg);
+    }
+}
+
+/// An in-process client: a session plus the events it received.
+pub struct TestClient {
+    pub session: Session,
+    pub user: UserId,
+    events: mpsc::UnboundedReceiver<Outbound>,
+}
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+impl TestClient {
+    pub async fn connect(engine: &Engine, user: UserId) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let probe = Probe { events: tx }.start();
+        let session = engine
+            .connect(user, probe.recipient())
+            .await
+            .expect("connect");
+        Self {
+            session,
+            user,
+            events,
+        }
+    }
+
+    /// The next outbound item, raw.
+    pub async fn next_outbound(&mut self) -> Outbound {
+        let item = tokio::time::timeout(WAIT, self.events.recv())
+            .await
+            .expect("timed out waiting for an event")
+            .expect("session channel closed");
+        if let Outbound::Event(_) = item {
+            self.session.queue().written();
+        }
+        item
+    }
+
+    /// The next event.
+    pub async fn next(&mut self) -> ServerEvent {
+        match self.next_outbound().await {
+            Outbound::Event(frame) => frame.decode().expect("decodable event"),
+            Outbound::Close(reason) => panic!("session closed: {reason:?}"),
+        }
+    }
+
+    /// The next event that `keep` accepts, skipping others (presence, say).
+    pub async fn next_where(&mut self, keep: impl Fn(&ServerEvent) -> bool) -> ServerEvent {
+        loop {
+            let event = self.next().await;
+            if keep(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// The next `message:received`.
+    pub async fn next_message(&mut self) -> Message {
+        match self
+            .next_where(|event| matches!(event, ServerEvent::MessageReceived(_)))
+            .await
+        {
+            ServerEvent::MessageReceived(message) => message,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Asserts that no event `matching` arrives within `quiet`.
+    pub async fn assert_none(&mut self, quiet: Duration, matching: impl Fn(&ServerEvent) -> bool) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        while let Ok(Some(item)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            if let Outbound::Event(frame) = item {
+                self.session.queue().written();
+                let event = frame.decode().expect("decodable event");
+                assert!(!matching(&event), "unexpected event: {event:?}");
+            }
+        }
+    }
+
+    /// Everything received so far, without waiting.
+    pub fn drain(&mut self) -> Vec<ServerEvent> {
+        let mut out = Vec::new();
+        while let Ok(item) = self.events.try_recv() {
+            if let Outbound::Event(frame) = item {
+                self.session.queue().written();
+                out.push(frame.decode().expect("decodable event"));
+            }
+        }
+        out
+    }
+
+    pub fn take_raw(&mut self) -> Option<Outbound> {
+        self.events.try_recv().ok()
+    }
+
+    pub async fn send(&self, conversation: ConversationId, key: &str, body: &str) -> Message {
+        let (message, _) = self
+            .session
+            .engine()
+            .send_message(self.user, send(conversation, key, body))
+            .await
+            .expect("send");
+        message
+    }
+}
+
+pub fn send(conversation: ConversationId, key: &str, body: &str) -> SendMessage {
+    SendMessage {
+        conversation_id: conversation,
+        client_msg_id: key.to_owned(),
+        body: body.to_owned(),
+        reply_to_id: None,
+    }
+}
+
+/// Generates `<name>_sqlite` and `<name>_postgres` tests from one scenario.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_rt::test]
+                async fn $scenario() {
+                    if let Some(store) = $crate::common::TestStore::new($crate::common::Backend::Sqlite).await {
+                        super::$scenario(store).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_rt::test]
+                async fn $scenario() {
+                    match $crate::common::TestStore::new($crate::common::Backend::Postgres).await {
+                        Some(store) => super::$scenario(store).await,
+                        None => eprintln!("skipped: DATABASE_URL is not set"),
+                    }
+                }
+            )*
+        }
+    };
+}

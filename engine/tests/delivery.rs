@@ -1,0 +1,967 @@
+//! The delivery model, end to end through the engine, on SQLite and PostgreSQL.
+
+#![allow(missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestClient, TestStore, quick_limits, send};
+use courier_engine::protocol::{
+    CallSignal, ClientCommand, ConversationRef, PresenceStatus, Reply, SendMessage, ServerEvent,
+    StatusUpdate, SyncRequest,
+};
+use courier_engine::store::Watermark;
+use courier_engine::{
+    CloseReason, ConversationId, CreateConversation, EngineError, HistoryPage, Limits, Outbound,
+    Seq, UserId,
+};
+use futures_util::future::join_all;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+async fn group(
+    store: &TestStore,
+    engine: &courier_engine::Engine,
+    owner: UserId,
+    others: &[UserId],
+) -> ConversationId {
+    let request = CreateConversation::Group {
+        title: "team".into(),
+        members: others.to_vec(),
+    };
+    let (conversation, created) = engine.create_conversation(owner, request).await.unwrap();
+    assert!(created);
+    let _ = store;
+    conversation.id
+}
+
+fn is_message(event: &ServerEvent) -> bool {
+    matches!(event, ServerEvent::MessageReceived(_))
+}
+
+on_both_stores!(
+    concurrent_senders_share_one_gap_free_order,
+    retried_sends_return_the_first_result,
+    sync_returns_exactly_what_was_missed,
+    edits_and_deletes_are_events_and_keep_seq,
+    replies_must_stay_in_their_conversation,
+    non_members_are_refused_everywhere,
+    receipts_move_watermarks_and_unread_counts,
+    typing_is_coalesced_and_expires,
+    presence_is_debounced_across_devices,
+    slow_consumers_lose_typing_first_then_are_closed,
+    leaving_a_room_stops_its_events_for_that_session,
+    calls_are_relayed_between_contacts_only,
+    conversations_and_membership,
+    one_serialisation_is_shared_by_all_recipients,
+    group_commit_settles_every_send_of_a_batch,
+);
+
+async fn concurrent_senders_share_one_gap_free_order(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let users = [
+        store.user("ann").await,
+        store.user("bob").await,
+        store.user("cat").await,
+    ];
+    let conversation = group(&store, &engine, users[0], &users[1..]).await;
+    let mut clients = Vec::new();
+    for &user in &users {
+        clients.push(TestClient::connect(&engine, user).await);
+    }
+
+    const PER_SENDER: usize = 40;
+    let sends = users.iter().flat_map(|&user| {
+        let engine = engine.clone();
+        (0..PER_SENDER).map(move |n| {
+            let engine = engine.clone();
+            async move {
+                let request = send(
+                    conversation,
+                    &format!("{user}-{n}"),
+                    &format!("{user} says {n}"),
+                );
+                engine.send_message(user, request).await
+            }
+        })
+    });
+    let acked = join_all(sends).await;
+    let mut acked_seqs: Vec<i64> = acked
+        .into_iter()
+        .map(|result| result.expect("every send is acked").0.seq.0)
+        .collect();
+    acked_seqs.sort_unstable();
+    let total = users.len() * PER_SENDER;
+    assert_eq!(acked_seqs, (1..=total as i64).collect::<Vec<_>>());
+
+    let mut orders = Vec::new();
+    for client in &mut clients {
+        let mut seen = Vec::new();
+        for _ in 0..total {
+            let message = client.next_message().await;
+            seen.push((message.seq.0, message.id));
+        }
+        let seqs: Vec<i64> = seen.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=total as i64).collect::<Vec<_>>(),
+            "pushed in seq order"
+        );
+        orders.push(seen);
+    }
+    assert!(
+        orders.windows(2).all(|pair| pair[0] == pair[1]),
+        "one order for all"
+    );
+
+    let page = engine
+        .history(
+            users[1],
+            conversation,
+            HistoryPage {
+                limit: Some(200),
+                ..HistoryPage::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), total);
+    assert!(!page.has_more);
+}
+
+async fn retried_sends_return_the_first_result(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let other = group(&store, &engine, ann, &[bob]).await;
+    let mut watcher = TestClient::connect(&engine, bob).await;
+
+    let (first, created) = engine
+        .send_message(ann, send(conversation, "k-1", "hello"))
+        .await
+        .unwrap();
+    assert!(created);
+    let (again, created_again) = engine
+        .send_message(ann, send(conversation, "k-1", "hello, edited by a retry"))
+        .await
+        .unwrap();
+    assert!(!created_again);
+    assert_eq!(
+        again, first,
+        "a retry answers the first result, body included"
+    );
+
+    // Two copies racing into one group commit still store one message.
+    let racing =
+        join_all((0..2).map(|_| engine.send_message(ann, send(conversation, "k-2", "once")))).await;
+    let racing: Vec<_> = racing.into_iter().map(Result::unwrap).collect();
+    assert_eq!(racing[0].0.id, racing[1].0.id);
+    assert_eq!(racing.iter().filter(|(_, created)| *created).count(), 1);
+
+    let reused = engine
+        .send_message(ann, send(other, "k-1", "elsewhere"))
+        .await;
+    assert!(
+        matches!(reused, Err(EngineError::Conflict(_))),
+        "{reused:?}"
+    );
+
+    assert_eq!(watcher.next_message().await.id, first.id);
+    assert_eq!(watcher.next_message().await.seq, Seq(2));
+    watcher.assert_none(QUIET, is_message).await;
+    let page = engine
+        .history(bob, conversation, HistoryPage::default())
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 2);
+}
+
+async fn sync_returns_exactly_what_was_missed(store: TestStore) {
+    let engine = store.engine(quick_limits());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let sender = TestClient::connect(&engine, ann).await;
+    let mut away = TestClient::connect(&engine, bob).await;
+    sender.send(conversation, "m1", "one").await;
+    let last_seen = away.next_message().await.seq;
+    drop(away);
+
+    for n in 2..=6 {
+        sender
+            .send(conversation, &format!("m{n}"), &format!("message {n}"))
+            .await;
+    }
+    let back = TestClient::connect(&engine, bob).await;
+    let sync = |after: Seq, limit: Option<u32>| {
+        back.session.execute(ClientCommand::Sync(SyncRequest {
+            conversation_id: conversation,
+            after_seq: after,
+            limit,
+        }))
+    };
+    let Reply::Sync { messages, has_more } = sync(last_seen, None).await.unwrap() else {
+        panic!("sync answers messages");
+    };
+    let seqs: Vec<i64> = messages.iter().map(|m| m.seq.0).collect();
+    assert_eq!(seqs, [2, 3, 4, 5, 6]);
+    assert_eq!(messages[0].body.as_deref(), Some("message 2"));
+    assert!(!has_more);
+
+    let Reply::Sync { messages, has_more } = sync(last_seen, Some(2)).await.unwrap() else {
+        panic!("sync answers messages");
+    };
+    assert_eq!(messages.iter().map(|m| m.seq.0).collect::<Vec<_>>(), [2, 3]);
+    assert!(has_more);
+
+    let older = engine
+        .history(
+            bob,
+            conversation,
+            HistoryPage {
+                before: Some(Seq(4)),
+                limit: Some(2),
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        older.messages.iter().map(|m| m.seq.0).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert!(older.has_more);
+}
+
+async fn edits_and_deletes_are_events_and_keep_seq(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let ann_client = TestClient::connect(&engine, ann).await;
+    let mut bob_client = TestClient::connect(&engine, bob).await;
+    let original = ann_client.send(conversation, "e1", "helo").await;
+    bob_client.next_message().await;
+
+    let edited = engine
+        .edit_message(ann, original.id, "hello".into())
+        .await
+        .unwrap();
+    assert_eq!(edited.body.as_deref(), Some("hello"));
+    assert!(edited.edited_at.is_some());
+    assert_eq!(edited.seq, original.seq);
+    let event = bob_client
+        .next_where(|e| matches!(e, ServerEvent::MessageEdited(_)))
+        .await;
+    assert_eq!(event, ServerEvent::MessageEdited(edited.clone()));
+
+    let not_yours = engine
+        .edit_message(bob, original.id, "mine now".into())
+        .await;
+    assert!(
+        matches!(not_yours, Err(EngineError::Forbidden(_))),
+        "{not_yours:?}"
+    );
+    let not_yours = engine.delete_message(bob, original.id).await;
+    assert!(
+        matches!(not_yours, Err(EngineError::Forbidden(_))),
+        "{not_yours:?}"
+    );
+
+    let deleted = engine.delete_message(ann, original.id).await.unwrap();
+    assert_eq!(deleted.body, None);
+    assert!(deleted.deleted_at.is_some());
+    assert_eq!(deleted.seq, original.seq);
+    let event = bob_client
+        .next_where(|e| matches!(e, ServerEvent::MessageDeleted(_)))
+        .await;
+    assert_eq!(event, ServerEvent::MessageDeleted(deleted.clone()));
+
+    let after_delete = engine.edit_message(ann, original.id, "back".into()).await;
+    assert!(
+        matches!(after_delete, Err(EngineError::Conflict(_))),
+        "{after_delete:?}"
+    );
+    let page = engine
+        .history(bob, conversation, HistoryPage::default())
+        .await
+        .unwrap();
+    assert_eq!(page.messages, vec![deleted]);
+    let next = ann_client.send(conversation, "e2", "after").await;
+    assert_eq!(next.seq, Seq(2), "a tombstone keeps its seq");
+}
+
+async fn replies_must_stay_in_their_conversation(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let here = group(&store, &engine, ann, &[bob]).await;
+    let elsewhere = group(&store, &engine, ann, &[bob]).await;
+    let question = TestClient::connect(&engine, ann)
+        .await
+        .send(here, "q", "lunch at noon? ".repeat(20).as_str())
+        .await;
+    let foreign = TestClient::connect(&engine, ann)
+        .await
+        .send(elsewhere, "f", "other")
+        .await;
+
+    let answer = SendMessage {
+        reply_to_id: Some(question.id),
+        ..send(here, "a", "yes")
+    };
+    let (answer, _) = engine.send_message(bob, answer).await.unwrap();
+    let reply = answer.reply_to.expect("reply preview");
+    assert_eq!(reply.id, question.id);
+    assert_eq!(reply.sender_id, ann);
+    assert_eq!(reply.preview.chars().count(), 100);
+    assert!(question.body.unwrap().starts_with(&reply.preview));
+
+    let across = SendMessage {
+        reply_to_id: Some(foreign.id),
+        ..send(here, "x", "sneaky")
+    };
+    let refused = engine.send_message(bob, across).await;
+    assert!(
+        matches!(refused, Err(EngineError::Invalid(_))),
+        "{refused:?}"
+    );
+    let page = engine
+        .history(bob, here, HistoryPage::default())
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 2, "the refused reply stored nothing");
+    assert_eq!(engine.authorize(bob, here).await.unwrap(), Seq(2));
+}
+
+async fn non_members_are_refused_everywhere(store: TestStore) {
+    let engine = store.engine(quick_limits());
+    let (ann, bob, eve) = (
+        store.user("ann").await,
+        store.user("bob").await,
+        store.user("eve").await,
+    );
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut outsider = TestClient::connect(&engine, eve).await;
+    let member = TestClient::connect(&engine, ann).await;
+    let message = member.send(conversation, "s1", "secret").await;
+    member
+        .session
+        .execute(ClientCommand::StartTyping(ConversationRef {
+            conversation_id: conversation,
+        }))
+        .await
+        .unwrap();
+
+    let commands = [
+        ClientCommand::SendMessage(send(conversation, "e1", "let me in")),
+        ClientCommand::Sync(SyncRequest {
+            conversation_id: conversation,
+            after_seq: Seq(0),
+            limit: None,
+        }),
+        ClientCommand::StartTyping(ConversationRef {
+            conversation_id: conversation,
+        }),
+        ClientCommand::JoinRoom(ConversationRef {
+            conversation_id: conversation,
+        }),
+        ClientCommand::MarkRead(courier_engine::protocol::ReceiptUpdate {
+            conversation_id: conversation,
+            seq: Seq(1),
+        }),
+        ClientCommand::EditMessage(courier_engine::protocol::EditMessage {
+            message_id: message.id,
+            body: "x".into(),
+        }),
+        ClientCommand::DeleteMessage(courier_engine::protocol::DeleteMessage {
+            message_id: message.id,
+        }),
+    ];
+    for command in commands {
+        let name = command.name();
+        let refused = outsider.session.execute(command).await;
+        assert!(
+            matches!(
+                refused,
+                Err(EngineError::ConversationNotFound(_) | EngineError::MessageNotFound(_))
+            ),
+            "{name}: {refused:?}"
+        );
+    }
+    assert!(matches!(
+        engine
+            .history(eve, conversation, HistoryPage::default())
+            .await,
+        Err(EngineError::ConversationNotFound(_))
+    ));
+    assert!(matches!(
+        engine.conversation(eve, conversation).await,
+        Err(EngineError::ConversationNotFound(_))
+    ));
+    let missing = engine
+        .send_message(eve, send(ConversationId(987_654), "m", "nobody"))
+        .await;
+    assert!(
+        matches!(missing, Err(EngineError::ConversationNotFound(_))),
+        "{missing:?}"
+    );
+    outsider
+        .assert_none(QUIET, |event| event.conversation_id() == Some(conversation))
+        .await;
+    assert_eq!(
+        engine.authorize(ann, conversation).await.unwrap(),
+        Seq(1),
+        "nothing was stored"
+    );
+}
+
+async fn receipts_move_watermarks_and_unread_counts(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut ann_client = TestClient::connect(&engine, ann).await;
+    for n in 1..=3 {
+        ann_client
+            .send(conversation, &format!("r{n}"), "ping")
+            .await;
+    }
+    let unread = |engine: courier_engine::Engine| async move {
+        let list = engine.conversations(bob).await.unwrap();
+        let summary = list
+            .into_iter()
+            .find(|s| s.conversation.id == conversation)
+            .unwrap();
+        (summary.unread_count, summary.last_message.map(|m| m.seq))
+    };
+    assert_eq!(unread(engine.clone()).await, (3, Some(Seq(3))));
+
+    engine
+        .mark(bob, conversation, Watermark::Delivered, Seq(3))
+        .await
+        .unwrap();
+    let delivered = ann_client
+        .next_where(|e| matches!(e, ServerEvent::MessageDelivered(_)))
+        .await;
+    assert_eq!(
+        delivered,
+        ServerEvent::MessageDelivered(courier_engine::protocol::ReceiptAdvanced {
+            conversation_id: conversation,
+            user_id: bob,
+            seq: Seq(3)
+        })
+    );
+    engine
+        .mark(bob, conversation, Watermark::Read, Seq(2))
+        .await
+        .unwrap();
+    let read = ann_client
+        .next_where(|e| matches!(e, ServerEvent::MessageRead(_)))
+        .await;
+    assert_eq!(
+        read,
+        ServerEvent::MessageRead(courier_engine::protocol::ReceiptAdvanced {
+            conversation_id: conversation,
+            user_id: bob,
+            seq: Seq(2)
+        })
+    );
+    assert_eq!(unread(engine.clone()).await, (1, Some(Seq(3))));
+
+    engine
+        .mark(bob, conversation, Watermark::Read, Seq(1))
+        .await
+        .unwrap();
+    ann_client
+        .assert_none(QUIET, |e| matches!(e, ServerEvent::MessageRead(_)))
+        .await;
+    let beyond = engine
+        .mark(bob, conversation, Watermark::Read, Seq(4))
+        .await;
+    assert!(matches!(beyond, Err(EngineError::Invalid(_))), "{beyond:?}");
+
+    let members = engine
+        .conversation(ann, conversation)
+        .await
+        .unwrap()
+        .members;
+    let bob_member = members.iter().find(|m| m.user_id == bob).unwrap();
+    assert_eq!(
+        (bob_member.delivered_seq, bob_member.read_seq),
+        (Seq(3), Seq(2))
+    );
+    assert_eq!(unread(engine.clone()).await.0, 1);
+    let ann_list = engine.conversations(ann).await.unwrap();
+    assert_eq!(
+        ann_list[0].unread_count, 0,
+        "one's own messages are never unread"
+    );
+}
+
+async fn typing_is_coalesced_and_expires(store: TestStore) {
+    let engine = store.engine(quick_limits());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut ann_client = TestClient::connect(&engine, ann).await;
+    let mut bob_client = TestClient::connect(&engine, bob).await;
+    let typing = |typing| engine.set_typing(ann, conversation, typing);
+    let is_typing = |e: &ServerEvent| {
+        matches!(
+            e,
+            ServerEvent::TypingStarted(_) | ServerEvent::TypingStopped(_)
+        )
+    };
+
+    typing(true).await.unwrap();
+    typing(true).await.unwrap();
+    let started = bob_client.next_where(is_typing).await;
+    assert_eq!(
+        started,
+        ServerEvent::TypingStarted(courier_engine::protocol::TypingChanged {
+            conversation_id: conversation,
+            user_id: ann
+        })
+    );
+    // Refreshed before expiry: still one "started", then one "stopped" when it lapses.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    typing(true).await.unwrap();
+    let stopped = bob_client.next_where(is_typing).await;
+    assert!(
+        matches!(stopped, ServerEvent::TypingStopped(_)),
+        "{stopped:?}"
+    );
+    ann_client.assert_none(QUIET, is_typing).await;
+
+    typing(true).await.unwrap();
+    assert!(matches!(
+        bob_client.next_where(is_typing).await,
+        ServerEvent::TypingStarted(_)
+    ));
+    ann_client.send(conversation, "t1", "done typing").await;
+    assert!(
+        matches!(
+            bob_client
+                .next_where(|e| is_typing(e) || is_message(e))
+                .await,
+            ServerEvent::TypingStopped(_)
+        ),
+        "sending stops typing"
+    );
+    typing(false).await.unwrap();
+    bob_client.assert_none(QUIET, is_typing).await;
+}
+
+async fn presence_is_debounced_across_devices(store: TestStore) {
+    let engine = store.engine(quick_limits());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let _conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut watcher = TestClient::connect(&engine, bob).await;
+    let is_presence = |e: &ServerEvent| matches!(e, ServerEvent::UserOnline(p) | ServerEvent::UserOffline(p) if p.user_id != bob);
+
+    let phone = TestClient::connect(&engine, ann).await;
+    assert!(
+        matches!(watcher.next_where(is_presence).await, ServerEvent::UserOnline(p) if p.user_id == ann)
+    );
+    let laptop = TestClient::connect(&engine, ann).await;
+    drop(phone);
+    watcher.assert_none(QUIET, is_presence).await;
+    let online = engine.presence(&[ann]).await.unwrap();
+    assert!(online[0].online);
+    assert_eq!(online[0].status, Some(PresenceStatus::Online));
+
+    // Last device gone, back within the grace period: contacts see nothing.
+    drop(laptop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let laptop = TestClient::connect(&engine, ann).await;
+    watcher
+        .assert_none(Duration::from_millis(500), is_presence)
+        .await;
+
+    laptop
+        .session
+        .execute(ClientCommand::UpdateStatus(StatusUpdate {
+            status: PresenceStatus::Busy,
+            text: Some("in a meeting".into()),
+        }))
+        .await
+        .unwrap();
+    let status = watcher
+        .next_where(|e| matches!(e, ServerEvent::UserStatus(_)))
+        .await;
+    assert_eq!(
+        status,
+        ServerEvent::UserStatus(courier_engine::protocol::StatusChanged {
+            user_id: ann,
+            status: PresenceStatus::Busy,
+            text: "in a meeting".into()
+        })
+    );
+
+    drop(laptop);
+    let offline = watcher.next_where(is_presence).await;
+    let ServerEvent::UserOffline(offline) = offline else {
+        panic!("{offline:?}")
+    };
+    assert_eq!(offline.user_id, ann);
+    assert!(offline.last_seen.is_some());
+    let presence = engine.presence(&[ann]).await.unwrap();
+    assert!(!presence[0].online);
+    assert_eq!(presence[0].last_seen, offline.last_seen);
+    assert_eq!(presence[0].status_text, "in a meeting");
+}
+
+async fn slow_consumers_lose_typing_first_then_are_closed(store: TestStore) {
+    let limits = Limits {
+        outbound_queue_capacity: 8,
+        ..quick_limits()
+    };
+    let engine = store.engine(limits);
+    let (ann, bob, cat) = (
+        store.user("ann").await,
+        store.user("bob").await,
+        store.user("cat").await,
+    );
+    let conversation = group(&store, &engine, ann, &[bob, cat]).await;
+    let mut stuck = TestClient::connect(&engine, bob).await; // never reads
+    let mut reader = TestClient::connect(&engine, cat).await;
+    let sender = TestClient::connect(&engine, ann).await;
+    tokio::time::sleep(QUIET).await; // presence settles
+    let _ = stuck.take_raw(); // leave the queue's count as it is: nothing is "written"
+
+    for n in 0..5 {
+        engine
+            .set_typing(ann, conversation, n % 2 == 0)
+            .await
+            .unwrap();
+    }
+    // The reader keeps up and gets everything.
+    for n in 1..=12 {
+        sender.send(conversation, &format!("s{n}"), "flood").await;
+        assert_eq!(reader.next_message().await.seq, Seq(n));
+    }
+    let queue = stuck.session.queue().clone();
+    assert!(queue.overflowed());
+    assert!(queue.dropped_ephemeral() > 0, "typing went first");
+    let mut closed = false;
+    let mut delivered = Vec::new();
+    while let Some(item) = stuck.take_raw() {
+        match item {
+            Outbound::Event(frame) => {
+                if let Ok(ServerEvent::MessageReceived(m)) = frame.decode() {
+                    delivered.push(m.seq.0);
+                }
+            }
+            Outbound::Close(reason) => {
+                assert_eq!(reason, CloseReason::SlowConsumer);
+                assert_eq!(reason.close_code(), 4008);
+                closed = true;
+            }
+        }
+    }
+    assert!(closed, "the stuck session is told to close");
+    assert!(delivered.len() < 12);
+    assert_eq!(
+        delivered,
+        (1..=delivered.len() as i64).collect::<Vec<_>>(),
+        "what was pushed is a gap-free prefix"
+    );
+    let resumed = TestClient::connect(&engine, bob).await;
+    let after = Seq(*delivered.last().unwrap_or(&0));
+    let Reply::Sync { messages, .. } = resumed
+        .session
+        .execute(ClientCommand::Sync(SyncRequest {
+            conversation_id: conversation,
+            after_seq: after,
+            limit: None,
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut all: Vec<i64> = delivered.clone();
+    all.extend(messages.iter().map(|m| m.seq.0));
+    assert_eq!(
+        all,
+        (1..=12).collect::<Vec<_>>(),
+        "sync fills in exactly the rest"
+    );
+}
+
+async fn leaving_a_room_stops_its_events_for_that_session(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let first = group(&store, &engine, ann, &[bob]).await;
+    let second = group(&store, &engine, ann, &[bob]).await;
+    let sender = TestClient::connect(&engine, ann).await;
+    let mut left = TestClient::connect(&engine, bob).await;
+    let mut other_device = TestClient::connect(&engine, bob).await;
+
+    let room = ConversationRef {
+        conversation_id: first,
+    };
+    assert_eq!(
+        left.session
+            .execute(ClientCommand::LeaveRoom(room))
+            .await
+            .unwrap(),
+        Reply::Done {}
+    );
+    sender.send(first, "l1", "muted here").await;
+    sender.send(second, "l2", "still heard").await;
+    assert_eq!(left.next_message().await.conversation_id, second);
+    assert_eq!(
+        other_device.next_message().await.conversation_id,
+        first,
+        "other sessions unaffected"
+    );
+
+    left.session
+        .execute(ClientCommand::JoinRoom(room))
+        .await
+        .unwrap();
+    sender.send(first, "l3", "heard again").await;
+    assert_eq!(left.next_message().await.client_msg_id, "l3");
+}
+
+async fn calls_are_relayed_between_contacts_only(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob, eve) = (
+        store.user("ann").await,
+        store.user("bob").await,
+        store.user("eve").await,
+    );
+    let (_direct, _) = engine
+        .create_conversation(ann, CreateConversation::Direct { peer: bob })
+        .await
+        .unwrap();
+    let caller = TestClient::connect(&engine, ann).await;
+    let mut callee = TestClient::connect(&engine, bob).await;
+    let mut stranger = TestClient::connect(&engine, eve).await;
+
+    let offer = CallSignal {
+        call_id: "call-1".into(),
+        to_user_id: bob,
+        sdp: Some(serde_json::json!("v=0 offer")),
+        candidate: None,
+    };
+    assert_eq!(
+        caller
+            .session
+            .execute(ClientCommand::CallOffer(offer))
+            .await
+            .unwrap(),
+        Reply::Done {}
+    );
+    let relayed = callee
+        .next_where(|e| matches!(e, ServerEvent::CallOffer(_)))
+        .await;
+    let ServerEvent::CallOffer(relayed) = relayed else {
+        unreachable!()
+    };
+    assert_eq!(
+        (relayed.call_id.as_str(), relayed.from_user_id),
+        ("call-1", ann)
+    );
+    assert_eq!(relayed.sdp, Some(serde_json::json!("v=0 offer")));
+
+    let cold_call = CallSignal {
+        call_id: "call-2".into(),
+        to_user_id: eve,
+        sdp: None,
+        candidate: None,
+    };
+    let refused = caller
+        .session
+        .execute(ClientCommand::CallOffer(cold_call))
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::UserNotFound(_))),
+        "{refused:?}"
+    );
+    stranger
+        .assert_none(QUIET, |e| matches!(e, ServerEvent::CallOffer(_)))
+        .await;
+}
+
+async fn conversations_and_membership(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob, cat) = (
+        store.user("ann").await,
+        store.user("bob").await,
+        store.user("cat").await,
+    );
+    let mut bob_client = TestClient::connect(&engine, bob).await;
+    let mut cat_client = TestClient::connect(&engine, cat).await;
+
+    let (direct, created) = engine
+        .create_conversation(ann, CreateConversation::Direct { peer: bob })
+        .await
+        .unwrap();
+    assert!(created);
+    let created_event = bob_client
+        .next_where(|e| matches!(e, ServerEvent::ConversationCreated(_)))
+        .await;
+    assert_eq!(
+        created_event,
+        ServerEvent::ConversationCreated(direct.clone())
+    );
+    let (again, created) = engine
+        .create_conversation(bob, CreateConversation::Direct { peer: ann })
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again.id, direct.id);
+    assert!(matches!(
+        engine
+            .create_conversation(ann, CreateConversation::Direct { peer: ann })
+            .await,
+        Err(EngineError::Invalid(_))
+    ));
+    assert!(matches!(
+        engine
+            .create_conversation(
+                ann,
+                CreateConversation::Direct {
+                    peer: UserId(424_242)
+                }
+            )
+            .await,
+        Err(EngineError::UserNotFound(_))
+    ));
+    assert!(matches!(
+        engine.add_member(ann, direct.id, cat).await,
+        Err(EngineError::Forbidden(_))
+    ));
+
+    let team = group(&store, &engine, ann, &[bob]).await;
+    assert!(engine.add_member(bob, team, cat).await.unwrap());
+    assert!(
+        !engine.add_member(bob, team, cat).await.unwrap(),
+        "adding twice changes nothing"
+    );
+    let joined = cat_client
+        .next_where(|e| matches!(e, ServerEvent::ConversationCreated(_)))
+        .await;
+    assert!(matches!(joined, ServerEvent::ConversationCreated(c) if c.id == team));
+    let message = TestClient::connect(&engine, ann)
+        .await
+        .send(team, "w", "welcome")
+        .await;
+    assert_eq!(cat_client.next_message().await.id, message.id);
+
+    assert!(
+        matches!(
+            engine.remove_member(bob, team, cat).await,
+            Err(EngineError::Forbidden(_))
+        ),
+        "members remove only themselves"
+    );
+    assert!(engine.remove_member(ann, team, cat).await.unwrap());
+    let left = cat_client
+        .next_where(|e| matches!(e, ServerEvent::MemberLeft(_)))
+        .await;
+    assert!(matches!(left, ServerEvent::MemberLeft(change) if change.user_id == cat));
+    TestClient::connect(&engine, ann)
+        .await
+        .send(team, "x", "after cat left")
+        .await;
+    cat_client.assert_none(QUIET, is_message).await;
+    assert!(matches!(
+        engine.history(cat, team, HistoryPage::default()).await,
+        Err(EngineError::ConversationNotFound(_))
+    ));
+    assert!(
+        engine.remove_member(bob, team, bob).await.unwrap(),
+        "anyone may leave"
+    );
+
+    let listed = engine.conversations(ann).await.unwrap();
+    assert_eq!(
+        listed.first().map(|s| s.conversation.id),
+        Some(team),
+        "most recent activity first"
+    );
+    assert_eq!(listed.len(), 2);
+}
+
+async fn one_serialisation_is_shared_by_all_recipients(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut first = TestClient::connect(&engine, bob).await;
+    let mut second = TestClient::connect(&engine, bob).await;
+    tokio::time::sleep(QUIET).await;
+    first.drain();
+    second.drain();
+    engine
+        .send_message(ann, send(conversation, "once", "shared"))
+        .await
+        .unwrap();
+    let frame = |item: Outbound| match item {
+        Outbound::Event(frame) => frame,
+        Outbound::Close(_) => panic!("closed"),
+    };
+    let a = frame(first.next_outbound().await);
+    let b = frame(second.next_outbound().await);
+    assert!(a.ptr_eq(&b), "both sessions got the same allocation");
+    assert_eq!(a.name(), "message:received");
+}
+
+async fn group_commit_settles_every_send_of_a_batch(store: TestStore) {
+    use courier_engine::store::{AppendOutcome, MessageStore, NewMessage};
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let other = group(&store, &engine, ann, &[bob]).await;
+    let new = |sender, key: &str, reply| NewMessage {
+        sender_id: sender,
+        client_msg_id: key.into(),
+        body: format!("body {key}"),
+        reply_to_id: reply,
+    };
+    let first = store
+        .store
+        .append_messages(other, vec![new(ann, "elsewhere", None)])
+        .await
+        .unwrap();
+    let AppendOutcome::Created(foreign) = &first[0] else {
+        panic!("{first:?}")
+    };
+
+    let outcomes = store
+        .store
+        .append_messages(
+            conversation,
+            vec![
+                new(ann, "a", None),
+                new(bob, "a", None),
+                new(ann, "a", None),
+                new(ann, "elsewhere", None),
+                new(bob, "r", Some(foreign.id)),
+                new(bob, "b", None),
+            ],
+        )
+        .await
+        .unwrap();
+    let AppendOutcome::Created(a) = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    let AppendOutcome::Created(b_a) = &outcomes[1] else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!((a.seq, b_a.seq), (Seq(1), Seq(2)), "keys are per sender");
+    assert_eq!(outcomes[2], AppendOutcome::Existing(a.clone()));
+    assert_eq!(outcomes[3], AppendOutcome::ClientMsgIdReused);
+    assert_eq!(outcomes[4], AppendOutcome::ReplyNotFound(foreign.id));
+    let AppendOutcome::Created(b) = &outcomes[5] else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(b.seq, Seq(3), "refused sends take no seq");
+    let missing = store
+        .store
+        .append_messages(ConversationId(999_999), vec![new(ann, "z", None)])
+        .await;
+    assert!(
+        matches!(missing, Err(courier_engine::StoreError::NotFound)),
+        "{missing:?}"
+    );
+}

@@ -59,6 +59,9 @@ impl Core {
     }
 }
 
+/// Makes the bus once the engine's local delivery exists.
+type BusFactory = Box<dyn FnOnce(LocalDelivery) -> Arc<dyn Bus>>;
+
 /// Builds an [`Engine`] from a store, a bus and limits.
 ///
 /// ```no_run
@@ -75,7 +78,7 @@ impl Core {
 pub struct EngineBuilder {
     store: Arc<dyn Store>,
     limits: Limits,
-    bus: Option<Box<dyn FnOnce(LocalDelivery) -> Arc<dyn Bus>>>,
+    bus: Option<BusFactory>,
 }
 
 impl EngineBuilder {
@@ -255,6 +258,13 @@ impl Engine {
         })
     }
 
+    /// Publishes an event to an audience through the bus, serialised once. The engine
+    /// publishes its own events; this is for an embedding app's announcements and for
+    /// measuring the fan-out path.
+    pub fn publish(&self, audience: Audience, event: &ServerEvent) {
+        self.core.bus.publish(audience, event.encode());
+    }
+
     /// Closes every session with [`CloseReason::Shutdown`] (their transports decide how).
     pub fn close_all_sessions(&self) {
         self.core.users.close_all(CloseReason::Shutdown);
@@ -353,13 +363,11 @@ impl Engine {
                 join: true
             }
         )?;
-        if changed {
-            if let Some(conversation) = self.core.store.conversation(id).await? {
-                let event = ServerEvent::ConversationCreated(conversation);
-                self.core
-                    .bus
-                    .publish(Audience::Users(Arc::from([user])), event.encode());
-            }
+        if changed && let Some(conversation) = self.core.store.conversation(id).await? {
+            let event = ServerEvent::ConversationCreated(conversation);
+            self.core
+                .bus
+                .publish(Audience::Users(Arc::from([user])), event.encode());
         }
         Ok(changed)
     }

@@ -1,6 +1,6 @@
 //! The delivery model, end to end through the engine, on SQLite and PostgreSQL.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -133,12 +133,11 @@ impl SessionSink {
         if queue.overflowed.load(Ordering::Acquire) {
             return;
         }
-        if self.has_left_rooms.load(Ordering::Acquire) {
-            if let Some(conversation) = frame.conversation_id() {
-                if self.left_rooms.read().contains(&conversation) {
-                    return;
-                }
-            }
+        if self.has_left_rooms.load(Ordering::Acquire)
+            && let Some(conversation) = frame.conversation_id()
+            && self.left_rooms.read().contains(&conversation)
+        {
+            return;
         }
         let pending = queue.pending.fetch_add(1, Ordering::AcqRel) + 1;
         if frame.is_ephemeral() && pending > queue.capacity / 4 * 3 {

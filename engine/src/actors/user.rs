@@ -164,10 +164,10 @@ impl UserActor {
         let lookup = async move {
             // lastSeen is stored before contacts hear "offline", so a presence query
             // made on that event already sees it.
-            if let Some(at) = last_seen {
-                if let Err(error) = store.set_last_seen(user, at).await {
-                    tracing::warn!(%error, %user, "could not record lastSeen");
-                }
+            if let Some(at) = last_seen
+                && let Err(error) = store.set_last_seen(user, at).await
+            {
+                tracing::warn!(%error, %user, "could not record lastSeen");
             }
             store.contacts_of(user).await
         };

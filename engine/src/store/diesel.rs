@@ -197,11 +197,11 @@ impl DieselStore {
             Backend::Postgres(pool)
         } else {
             let path = config.sqlite_path();
-            if let Some(parent) = std::path::Path::new(path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|error| StoreError::Unavailable(error.to_string()))?;
-                }
+            if let Some(parent) = std::path::Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)
+                    .map_err(|error| StoreError::Unavailable(error.to_string()))?;
             }
             let writer = sqlite_pool(path, 1, config).await?;
             let reader = sqlite_pool(path, config.pool_size.max(1), config).await?;

@@ -1,7 +1,7 @@
 //! Test fixtures: a fresh store per test (a temp SQLite file, or a new PostgreSQL
 //! database dropped afterwards), users, and in-process clients that record what they get.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -608,7 +608,7 @@ impl Session {
     }
 
     /// Its outbound queue: call [`OutboundQueue::written`] for each frame written.
-    pub fn queue(&self) -> &Arc<OutboundQueue> {
+    pub fn queue(&self) -> &OutboundQueue {
         &self.sink.queue
     }
 

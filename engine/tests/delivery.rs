@@ -56,6 +56,7 @@ on_both_stores!(
     conversations_and_membership,
     one_serialisation_is_shared_by_all_recipients,
     group_commit_settles_every_send_of_a_batch,
+    idle_conversations_stop_and_restart_on_demand,
 );
 
 async fn concurrent_senders_share_one_gap_free_order(store: TestStore) {
@@ -637,9 +638,11 @@ async fn slow_consumers_lose_typing_first_then_are_closed(store: TestStore) {
         sender.send(conversation, &format!("s{n}"), "flood").await;
         assert_eq!(reader.next_message().await.seq, Seq(n));
     }
-    let queue = stuck.session.queue().clone();
-    assert!(queue.overflowed());
-    assert!(queue.dropped_ephemeral() > 0, "typing went first");
+    assert!(stuck.session.queue().overflowed());
+    assert!(
+        stuck.session.queue().dropped_ephemeral() > 0,
+        "typing went first"
+    );
     let mut closed = false;
     let mut delivered = Vec::new();
     while let Some(item) = stuck.take_raw() {
@@ -964,4 +967,39 @@ async fn group_commit_settles_every_send_of_a_batch(store: TestStore) {
         matches!(missing, Err(courier_engine::StoreError::NotFound)),
         "{missing:?}"
     );
+}
+
+async fn idle_conversations_stop_and_restart_on_demand(store: TestStore) {
+    let limits = Limits {
+        conversation_idle: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let engine = store.engine(limits);
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut bob_client = TestClient::connect(&engine, bob).await;
+    engine
+        .send_message(ann, send(conversation, "i1", "before"))
+        .await
+        .unwrap();
+    assert_eq!(engine.active_conversations(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while engine.active_conversations() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle actor never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (after, _) = engine
+        .send_message(ann, send(conversation, "i2", "after"))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.seq,
+        Seq(2),
+        "a restarted actor continues the sequence"
+    );
+    assert_eq!(bob_client.next_message().await.seq, Seq(1));
+    assert_eq!(bob_client.next_message().await.seq, Seq(2));
 }

@@ -5,28 +5,35 @@
 //! behind each other.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 
 use parking_lot::RwLock;
+use rustc_hash::FxBuildHasher;
 
 const SHARDS: usize = 64;
 
 /// A concurrent map split into independently locked shards.
+///
+/// Keys are ids the database assigned, never strings a client chose, so the fast
+/// non-keyed Fx hash is safe here; it is hashed on every delivery of the fan-out path.
 pub(crate) struct Sharded<K, V> {
-    shards: Box<[RwLock<HashMap<K, V>>]>,
-    hasher: RandomState,
+    shards: Box<[RwLock<HashMap<K, V, FxBuildHasher>>]>,
+    hasher: FxBuildHasher,
 }
 
 impl<K: Hash + Eq, V> Sharded<K, V> {
     pub(crate) fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect(),
+            hasher: FxBuildHasher,
         }
     }
 
-    pub(crate) fn shard(&self, key: &K) -> &RwLock<HashMap<K, V>> {
-        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
+    pub(crate) fn shard(&self, key: &K) -> &RwLock<HashMap<K, V, FxBuildHasher>> {
+        // The high bits: Fx's low bits are weak for sequential integers.
+        let index = (self.hasher.hash_one(key) >> 32) as usize % self.shards.len();
         &self.shards[index]
     }
 

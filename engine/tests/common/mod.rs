@@ -23,6 +23,8 @@ pub enum Backend {
 /// A store that cleans up after itself.
 pub struct TestStore {
     pub store: Arc<DieselStore>,
+    /// The URL the store was opened with.
+    pub url: String,
     _cleanup: Cleanup,
 }
 
@@ -80,10 +82,13 @@ impl TestStore {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let path = dir.path().join("courier.sqlite3");
-                let config = StoreConfig::new(path.to_string_lossy().into_owned());
-                let store = DieselStore::connect(config).await.expect("sqlite store");
+                let url = path.to_string_lossy().into_owned();
+                let store = DieselStore::connect(StoreConfig::new(url.clone()))
+                    .await
+                    .expect("sqlite store");
                 Some(Self {
                     store: Arc::new(store),
+                    url,
                     _cleanup: Cleanup::File(dir),
                 })
             }
@@ -101,10 +106,13 @@ impl TestStore {
                     admin_url: admin_url.clone(),
                     name: name.clone(),
                 };
-                let config = StoreConfig::new(with_database(&admin_url, &name));
-                let store = DieselStore::connect(config).await.expect("postgres store");
+                let url = with_database(&admin_url, &name);
+                let store = DieselStore::connect(StoreConfig::new(url.clone()))
+                    .await
+                    .expect("postgres store");
                 Some(Self {
                     store: Arc::new(store),
+                    url,
                     _cleanup: cleanup,
                 })
             }

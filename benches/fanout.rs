@@ -118,19 +118,25 @@ fn fanout(c: &mut Criterion) {
         // the session actors stay alive between samples.
         let system = System::new();
         let fixture = system.block_on(attach(members));
-        group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, &members| {
-            b.iter_custom(|iters| {
-                system.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        fixture.remaining.store(members, Ordering::Release);
-                        fixture.engine.publish(fixture.audience.clone(), &fixture.event);
-                        fixture.done.notified().await;
-                    }
-                    started.elapsed()
-                })
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(members),
+            &members,
+            |b, &members| {
+                b.iter_custom(|iters| {
+                    system.block_on(async {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            fixture.remaining.store(members, Ordering::Release);
+                            fixture
+                                .engine
+                                .publish(fixture.audience.clone(), &fixture.event);
+                            fixture.done.notified().await;
+                        }
+                        started.elapsed()
+                    })
+                });
+            },
+        );
         drop(fixture);
     }
     group.finish();

@@ -309,7 +309,14 @@ impl Engine {
         {
             return Err(EngineError::UserNotFound(missing));
         }
-        let (conversation, created) = self.core.store.create_conversation(new).await?;
+        let direct = new.kind == ConversationKind::Direct;
+        let (conversation, created) = match self.core.store.create_conversation(new.clone()).await {
+            // Two first messages between the same pair raced: the loser reads the winner's.
+            Err(crate::StoreError::Conflict(_)) if direct => {
+                self.core.store.create_conversation(new).await?
+            }
+            other => other?,
+        };
         if created {
             let members: Arc<[UserId]> = conversation.members.iter().map(|m| m.user_id).collect();
             let event = ServerEvent::ConversationCreated(conversation.clone());

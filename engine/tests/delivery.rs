@@ -57,6 +57,7 @@ on_both_stores!(
     one_serialisation_is_shared_by_all_recipients,
     group_commit_settles_every_send_of_a_batch,
     idle_conversations_stop_and_restart_on_demand,
+    racing_direct_conversations_resolve_to_one,
 );
 
 async fn concurrent_senders_share_one_gap_free_order(store: TestStore) {
@@ -1002,4 +1003,18 @@ async fn idle_conversations_stop_and_restart_on_demand(store: TestStore) {
     );
     assert_eq!(bob_client.next_message().await.seq, Seq(1));
     assert_eq!(bob_client.next_message().await.seq, Seq(2));
+}
+
+async fn racing_direct_conversations_resolve_to_one(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let attempts = join_all([
+        engine.create_conversation(ann, CreateConversation::Direct { peer: bob }),
+        engine.create_conversation(bob, CreateConversation::Direct { peer: ann }),
+        engine.create_conversation(ann, CreateConversation::Direct { peer: bob }),
+    ])
+    .await;
+    let attempts: Vec<_> = attempts.into_iter().map(Result::unwrap).collect();
+    assert!(attempts.iter().all(|(c, _)| c.id == attempts[0].0.id));
+    assert_eq!(attempts.iter().filter(|(_, created)| *created).count(), 1);
 }

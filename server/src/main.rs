@@ -1,16 +1,55 @@
 //! `courier`: the reference server.
 
-use courier_server::{Application, Settings};
-use tracing_subscriber::EnvFilter;
+use clap::Parser;
+use courier_server::cli::{Cli, Command};
+use courier_server::startup::{Application, open_store};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let settings = Settings::from_env();
-    let app = Application::build(settings).await?;
-    tracing::info!(port = app.port(), "courier listening");
-    app.run().await?;
+    let cli = Cli::parse();
+    let config = cli.settings.into_config()?;
+    courier_server::telemetry::init(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            tracing::info!(port = app.port(), "courier listening");
+            let handle = app.handle();
+            actix_web::rt::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                handle.stop().await;
+            });
+            app.run().await?;
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Openapi => {
+            anyhow::bail!("the OpenAPI document is not generated yet");
+        }
+    }
     Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

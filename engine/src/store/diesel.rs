@@ -18,13 +18,13 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
 use super::models::{
-    ConversationRow, MemberRow, MessageRow, NewConversationRow, NewMessageRow, NewUser,
-    ProfileChanges, UserRow,
+    ConversationRow, MemberRow, MessageRow, NewConversationRow, NewMessageRow, NewRefreshToken,
+    NewUser, ProfileChanges, RefreshTokenRow, UserRow,
 };
-use super::schema::{conversations, members, messages, users};
+use super::schema::{conversations, members, messages, refresh_tokens, users};
 use super::{
-    AppendOutcome, ConversationStore, MessageStore, NewConversation, NewMessage, Store, UserStore,
-    Watermark,
+    AppendOutcome, ConversationStore, MessageStore, NewConversation, NewMessage, Store, TokenStore,
+    UserStore, Watermark,
 };
 use crate::error::StoreError;
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
@@ -1024,6 +1024,59 @@ impl MessageStore for DieselStore {
             Ok(with_replies!(conn, rows)?
                 .pop()
                 .ok_or(StoreError::NotFound)?)
+        })
+    }
+}
+
+#[async_trait]
+impl TokenStore for DieselStore {
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        with_conn!(self, writer, |conn| {
+            diesel::insert_into(refresh_tokens::table)
+                .values(&token)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRow>, StoreError> {
+        with_conn!(self, reader, |conn| {
+            Ok(refresh_tokens::table
+                .filter(refresh_tokens::token_hash.eq(token_hash))
+                .select(RefreshTokenRow::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    async fn spend_refresh_token(&self, id: i64, at: Timestamp) -> Result<bool, StoreError> {
+        with_conn!(self, writer, |conn| {
+            let spent = diesel::update(
+                refresh_tokens::table
+                    .find(id)
+                    .filter(refresh_tokens::spent_at.is_null())
+                    .filter(refresh_tokens::revoked_at.is_null()),
+            )
+            .set(refresh_tokens::spent_at.eq(Some(at.0)))
+            .execute(conn)
+            .await?;
+            Ok(spent == 1)
+        })
+    }
+
+    async fn revoke_token_family(&self, family_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        with_conn!(self, writer, |conn| {
+            diesel::update(
+                refresh_tokens::table
+                    .filter(refresh_tokens::family_id.eq(family_id))
+                    .filter(refresh_tokens::revoked_at.is_null()),
+            )
+            .set(refresh_tokens::revoked_at.eq(Some(at.0)))
+            .execute(conn)
+            .await?;
+            Ok(())
         })
     }
 }

@@ -12,7 +12,7 @@ pub(crate) mod schema;
 use async_trait::async_trait;
 
 pub use self::diesel::{DieselStore, SqliteDurability, StoreConfig};
-pub use models::{NewUser, ProfileChanges, UserRow};
+pub use models::{NewRefreshToken, NewUser, ProfileChanges, RefreshTokenRow, UserRow};
 
 use crate::error::StoreError;
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
@@ -167,9 +167,24 @@ pub trait MessageStore: Send + Sync {
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError>;
 }
 
+/// Refresh tokens, stored by hash, in families that rotate: each use spends one token and
+/// issues the next of its family.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a new token.
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError>;
+    /// Looks a token up by its hash.
+    async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRow>, StoreError>;
+    /// Marks a live token spent. `false` if it was spent or revoked already: only one of two
+    /// concurrent uses of a token can win.
+    async fn spend_refresh_token(&self, id: i64, at: Timestamp) -> Result<bool, StoreError>;
+    /// Revokes every token of a family (logout, or reuse of a spent token).
+    async fn revoke_token_family(&self, family_id: &str, at: Timestamp) -> Result<(), StoreError>;
+}
+
 /// Everything the engine stores.
 #[async_trait]
-pub trait Store: UserStore + ConversationStore + MessageStore + 'static {
+pub trait Store: UserStore + ConversationStore + MessageStore + TokenStore + 'static {
     /// Succeeds when the store answers a trivial query (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }

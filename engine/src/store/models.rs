@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{conversations, members, messages, users};
+use super::schema::{conversations, members, messages, refresh_tokens, users};
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
 use crate::protocol::{Conversation, ConversationKind, Member, MemberRole, Message, ReplyPreview};
 
@@ -63,6 +63,44 @@ pub struct ProfileChanges {
     pub display_name: Option<String>,
     /// A new status text.
     pub status_text: Option<String>,
+}
+
+/// A stored refresh token (only its hash is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = refresh_tokens)]
+pub struct RefreshTokenRow {
+    /// Its id.
+    pub id: i64,
+    /// Whose it is.
+    pub user_id: i64,
+    /// The rotation family it belongs to (one per login).
+    pub family_id: String,
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    /// When it stops being accepted, ms since the epoch.
+    pub expires_at: i64,
+    /// When it was used to get a new pair.
+    pub spent_at: Option<i64>,
+    /// When its family was revoked.
+    pub revoked_at: Option<i64>,
+    /// When it was issued.
+    pub created_at: i64,
+}
+
+/// A refresh token to store.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = refresh_tokens)]
+pub struct NewRefreshToken {
+    /// Whose it is.
+    pub user_id: i64,
+    /// Its rotation family.
+    pub family_id: String,
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    /// Expiry, ms since the epoch.
+    pub expires_at: i64,
+    /// Now, ms since the epoch.
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

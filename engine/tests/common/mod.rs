@@ -10,113 +10,37 @@ use actix::prelude::*;
 use courier_engine::protocol::{Message, SendMessage, ServerEvent};
 use courier_engine::store::{DieselStore, NewUser, Store, StoreConfig, UserStore};
 use courier_engine::{ConversationId, Engine, Limits, Outbound, Session, Timestamp, UserId};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use tokio::sync::mpsc;
 
-/// Which backend a test runs against.
-#[derive(Debug, Clone, Copy)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use courier_test_db::Backend;
+use courier_test_db::TestDatabase;
 
-/// A store that cleans up after itself.
+/// A migrated store on an isolated database.
 pub struct TestStore {
     pub store: Arc<DieselStore>,
     /// The URL the store was opened with.
     pub url: String,
-    _cleanup: Cleanup,
-}
-
-enum Cleanup {
-    File(tempfile::TempDir),
-    Database { admin_url: String, name: String },
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Cleanup::Database { admin_url, name } = self {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Drop runs outside async context: a short-lived runtime on its own thread.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async {
-                        if let Ok(mut conn) = AsyncPgConnection::establish(&admin_url).await {
-                            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                            let _ = conn.batch_execute(&sql).await;
-                        }
-                    });
-                }
-            })
-            .join();
-        }
-    }
-}
-
-/// The PostgreSQL server to test against: `DATABASE_URL`, if set.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if url.starts_with("postgres") => Some(url),
-        _ => {
-            assert!(
-                std::env::var("COURIER_REQUIRE_POSTGRES").is_err(),
-                "COURIER_REQUIRE_POSTGRES is set but DATABASE_URL names no PostgreSQL server"
-            );
-            None
-        }
-    }
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-    format!("{base}/{name}")
+    _database: TestDatabase,
 }
 
 impl TestStore {
     /// A fresh store, or `None` when the backend is not configured here.
     pub async fn new(backend: Backend) -> Option<Self> {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let path = dir.path().join("courier.sqlite3");
-                let url = path.to_string_lossy().into_owned();
-                let store = DieselStore::connect(StoreConfig::new(url.clone()))
-                    .await
-                    .expect("sqlite store");
-                Some(Self {
-                    store: Arc::new(store),
-                    url,
-                    _cleanup: Cleanup::File(dir),
-                })
-            }
-            Backend::Postgres => {
-                let admin_url = postgres_url()?;
-                let name = format!("courier_test_{}", rand::random::<u64>());
-                let mut admin = AsyncPgConnection::establish(&admin_url)
-                    .await
-                    .expect("connect to DATABASE_URL");
-                admin
-                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create test database");
-                let cleanup = Cleanup::Database {
-                    admin_url: admin_url.clone(),
-                    name: name.clone(),
-                };
-                let url = with_database(&admin_url, &name);
-                let store = DieselStore::connect(StoreConfig::new(url.clone()))
-                    .await
-                    .expect("postgres store");
-                Some(Self {
-                    store: Arc::new(store),
-                    url,
-                    _cleanup: cleanup,
-                })
-            }
-        }
+        let database = TestDatabase::new(backend).await?;
+        Self::on(database).await
+    }
+
+    /// Opens (and migrates) a store on `database`.
+    pub async fn on(database: TestDatabase) -> Option<Self> {
+        let url = database.url().to_owned();
+        let store = DieselStore::connect(StoreConfig::new(url.clone()))
+            .await
+            .expect("open store");
+        Some(Self {
+            store: Arc::new(store),
+            url,
+            _database: database,
+        })
     }
 
     pub fn engine(&self, limits: Limits) -> Engine {
@@ -282,30 +206,23 @@ pub fn send(conversation: ConversationId, key: &str, body: &str) -> SendMessage 
     }
 }
 
-/// Generates `<name>_sqlite` and `<name>_postgres` tests from one scenario.
+/// Generates `sqlite::<name>` and `postgres::<name>` tests from one scenario taking a
+/// [`TestStore`].
 #[macro_export]
 macro_rules! on_both_stores {
     ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
+        mod scenarios {
             $(
-                #[actix_rt::test]
-                async fn $scenario() {
-                    if let Some(store) = $crate::common::TestStore::new($crate::common::Backend::Sqlite).await {
+                pub(super) async fn $scenario(db: courier_test_db::TestDatabase) {
+                    if let Some(store) = $crate::common::TestStore::on(db).await {
                         super::$scenario(store).await;
                     }
                 }
             )*
         }
-        mod postgres {
-            $(
-                #[actix_rt::test]
-                async fn $scenario() {
-                    match $crate::common::TestStore::new($crate::common::Backend::Postgres).await {
-                        Some(store) => super::$scenario(store).await,
-                        None => eprintln!("skipped: DATABASE_URL is not set"),
-                    }
-                }
-            )*
+        mod both {
+            use super::scenarios::*;
+            courier_test_db::on_both_stores!($($scenario),*);
         }
     };
 }

@@ -1,0 +1,101 @@
+//! `courier serve | migrate | openapi`, with flags that override `COURIER_*` variables,
+//! which override the optional TOML file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Environment, LogFormat};
+
+/// Courier: a real-time messaging server.
+#[derive(Debug, Parser)]
+#[command(name = "courier", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve REST and WebSocket (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+/// Flags, each also readable from its `COURIER_*` variable.
+#[derive(Debug, Args)]
+pub struct Settings {
+    /// A TOML file with settings (flags and variables override it).
+    #[arg(long, env = "COURIER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address and port to serve on.
+    #[arg(long, env = "COURIER_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// Database URL (`DATABASE_URL` is read too).
+    #[arg(long, env = "COURIER_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "COURIER_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// development or production.
+    #[arg(long, env = "COURIER_ENV", global = true)]
+    pub environment: Option<Environment>,
+    /// JWT secret.
+    #[arg(
+        long,
+        env = "COURIER_JWT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// bcrypt cost.
+    #[arg(long, env = "COURIER_BCRYPT_COST", global = true)]
+    pub bcrypt_cost: Option<u32>,
+    /// text or json.
+    #[arg(long, env = "COURIER_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    /// Builds the configuration: defaults, TOML, then variables and flags.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        match self
+            .database_url
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+        {
+            Some(url) if !url.is_empty() => config.database_url = url,
+            _ => {}
+        }
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(environment) = self.environment {
+            config.environment = environment;
+        }
+        if let Some(secret) = self.jwt_secret {
+            config.jwt_secret = Some(secret);
+        }
+        if let Some(cost) = self.bcrypt_cost {
+            config.bcrypt_cost = cost;
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,152 @@
+//! The server's one typed configuration: defaults, then an optional TOML file, then
+//! `COURIER_*` environment variables, then command-line flags (see [`crate::cli`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the server runs: production refuses weak secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Local use: a JWT secret is generated and kept in the data directory.
+    #[default]
+    Development,
+    /// A deployment: the JWT secret must be configured and strong.
+    Production,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the server. Field docs are the reference; the README has the table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to serve on.
+    pub listen: String,
+    /// `postgres://…` for PostgreSQL, otherwise a SQLite file path.
+    pub database_url: String,
+    /// Directory for the SQLite file and the generated JWT secret.
+    pub data_dir: PathBuf,
+    /// `development` or `production`.
+    pub environment: Environment,
+    /// HS256 secret for access tokens (at least 32 bytes). Generated when absent in development.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_s: u64,
+    /// Lifetime of a refresh token, in seconds.
+    pub refresh_token_ttl_s: u64,
+    /// bcrypt work factor.
+    pub bcrypt_cost: u32,
+    /// Largest JSON request body accepted, in bytes.
+    pub max_json_body_bytes: usize,
+    /// Largest WebSocket frame accepted, in bytes; larger ones close the socket with 1009.
+    pub ws_max_frame_bytes: usize,
+    /// Frames a session may have queued towards its client before back-pressure applies.
+    pub outbound_queue_capacity: usize,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            database_url: String::new(),
+            data_dir: PathBuf::from("data"),
+            environment: Environment::Development,
+            jwt_secret: None,
+            access_token_ttl_s: 15 * 60,
+            refresh_token_ttl_s: 7 * 24 * 3600,
+            bcrypt_cost: 12,
+            max_json_body_bytes: 64 * 1024,
+            ws_max_frame_bytes: 64 * 1024,
+            outbound_queue_capacity: 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The shortest JWT secret accepted in production, in bytes.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
+        toml::from_str(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    }
+
+    /// The database URL, defaulting to `courier.sqlite3` in the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            self.data_dir
+                .join("courier.sqlite3")
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// Access token lifetime.
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_s)
+    }
+
+    /// Refresh token lifetime.
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_s)
+    }
+
+    /// The JWT secret to use: configured, or (development only) generated once and kept
+    /// in the data directory so restarts keep sessions valid.
+    pub fn resolve_jwt_secret(&self) -> anyhow::Result<String> {
+        if let Some(secret) = &self.jwt_secret {
+            let weak = secret.len() < MIN_JWT_SECRET_BYTES || secret.contains("change-me");
+            if weak && self.environment == Environment::Production {
+                anyhow::bail!(
+                    "jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes and not a placeholder in production"
+                );
+            }
+            return Ok(secret.clone());
+        }
+        if self.environment == Environment::Production {
+            anyhow::bail!("COURIER_JWT_SECRET must be set in production");
+        }
+        let path = self.data_dir.join("jwt_secret");
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            let existing = existing.trim().to_owned();
+            if existing.len() >= MIN_JWT_SECRET_BYTES {
+                return Ok(existing);
+            }
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let secret = crate::auth::tokens::random_token();
+        std::fs::write(&path, &secret)?;
+        restrict_to_owner(&path)?;
+        Ok(secret)
+    }
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}

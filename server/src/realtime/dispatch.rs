@@ -1,0 +1,240 @@
+//! The one event handler of all transports: decode a frame into a command, run it on the
+//! engine, and encode the reply. Transports only move frames.
+
+use courier_engine::protocol::{ClientCommand, Reply};
+use courier_engine::{EngineError, Session};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Error codes on the socket (the `error` field of an `error` frame).
+pub mod codes {
+    /// The frame is not a JSON object of the documented shape.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// `type` names no client event.
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    /// `data` is missing fields or has wrong ones.
+    pub const VALIDATION_FAILED: &str = "validation_failed";
+    /// Binary and continuation frames are not part of the protocol.
+    pub const UNSUPPORTED_FRAME: &str = "unsupported_frame";
+}
+
+/// A client frame: `{"type": "message:send", "ref": "c7", "data": {...}}`.
+#[derive(Debug, Deserialize)]
+struct RawFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(rename = "ref", default)]
+    reference: Option<Value>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// What a text frame decodes into.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A command to run; its reply carries `reference`.
+    Command {
+        /// The client's `ref`, echoed in the reply.
+        reference: Option<Value>,
+        /// The decoded command.
+        command: ClientCommand,
+    },
+    /// A frame that cannot run; answered with an `error` frame.
+    Invalid {
+        /// The client's `ref`, if it could be read.
+        reference: Option<Value>,
+        /// One of [`codes`].
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Decodes one text frame.
+pub fn decode(text: &str) -> Inbound {
+    let raw: RawFrame = match serde_json::from_str(text) {
+        Ok(raw) => raw,
+        Err(error) => {
+            // A frame that is JSON but misses `type` still gets its ref back.
+            let reference = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|value| value.get("ref").cloned());
+            return Inbound::Invalid {
+                reference,
+                code: codes::BAD_REQUEST,
+                message: format!("expected {{\"type\", \"ref\", \"data\"}}: {error}"),
+            };
+        }
+    };
+    let RawFrame {
+        kind,
+        reference,
+        data,
+    } = raw;
+    let tagged = serde_json::json!({ "type": kind, "data": data.unwrap_or(Value::Null) });
+    match serde_json::from_value::<ClientCommand>(tagged) {
+        Ok(command) => Inbound::Command { reference, command },
+        Err(error) => {
+            let unknown = error.to_string().starts_with("unknown variant");
+            Inbound::Invalid {
+                reference,
+                code: if unknown {
+                    codes::UNKNOWN_TYPE
+                } else {
+                    codes::VALIDATION_FAILED
+                },
+                message: if unknown {
+                    format!("unknown event type {kind:?}")
+                } else {
+                    format!("invalid data for {kind}: {error}")
+                },
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AckFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref")]
+    reference: &'a Option<Value>,
+    data: &'a Reply,
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref")]
+    reference: &'a Option<Value>,
+    error: &'a str,
+    message: &'a str,
+    #[serde(rename = "retryAfter", skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+}
+
+/// `{"type": "ack", "ref": ..., "data": ...}`; `None` for commands with no reply (typing).
+pub fn ack_frame(reference: &Option<Value>, reply: &Reply) -> Option<String> {
+    if matches!(reply, Reply::None) {
+        return None;
+    }
+    serde_json::to_string(&AckFrame {
+        kind: "ack",
+        reference,
+        data: reply,
+    })
+    .ok()
+}
+
+/// `{"type": "error", "ref": ..., "error": code, "message": ...}`.
+pub fn error_frame(
+    reference: &Option<Value>,
+    code: &str,
+    message: &str,
+    retry_after: Option<u64>,
+) -> String {
+    serde_json::to_string(&ErrorFrame {
+        kind: "error",
+        reference,
+        error: code,
+        message,
+        retry_after,
+    })
+    .unwrap_or_else(|_| {
+        String::from(r#"{"type":"error","ref":null,"error":"internal","message":""}"#)
+    })
+}
+
+/// The error frame for a failed command. Internal causes are logged, not sent.
+pub fn engine_error_frame(reference: &Option<Value>, error: &EngineError) -> String {
+    let retry_after = match error {
+        EngineError::RateLimited { retry_after_ms } => Some(retry_after_ms.div_ceil(1000)),
+        _ => None,
+    };
+    let message = match error {
+        EngineError::Internal(cause) => {
+            tracing::error!(%cause, "command failed");
+            "an unexpected error occurred".to_owned()
+        }
+        EngineError::Unavailable(reason) => {
+            tracing::warn!(%reason, "command unavailable");
+            "temporarily unavailable, retry shortly".to_owned()
+        }
+        other => other.to_string(),
+    };
+    error_frame(reference, error.code(), &message, retry_after)
+}
+
+/// Runs a decoded command for a session and returns the frame to send back, if any.
+pub async fn run(
+    session: &Session,
+    reference: Option<Value>,
+    command: ClientCommand,
+) -> Option<String> {
+    match session.execute(command).await {
+        Ok(reply) => ack_frame(&reference, &reply),
+        Err(error) => Some(engine_error_frame(&reference, &error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(text: &str) -> (Option<Value>, &'static str) {
+        match decode(text) {
+            Inbound::Invalid {
+                reference, code, ..
+            } => (reference, code),
+            Inbound::Command { command, .. } => panic!("decoded {command:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_a_send_with_its_ref() {
+        let frame = r#"{"type":"message:send","ref":"c7","data":{"conversationId":1,"clientMsgId":"k","body":"hi"}}"#;
+        let Inbound::Command { reference, command } = decode(frame) else {
+            panic!("not a command");
+        };
+        assert_eq!(reference, Some(Value::from("c7")));
+        assert_eq!(command.name(), "message:send");
+    }
+
+    #[test]
+    fn bad_frames_get_codes_and_keep_their_ref() {
+        assert_eq!(invalid("not json").1, codes::BAD_REQUEST);
+        assert_eq!(
+            invalid(r#"{"ref":"r1"}"#),
+            (Some(Value::from("r1")), codes::BAD_REQUEST)
+        );
+        assert_eq!(
+            invalid(r#"{"type":"message:shout","ref":2,"data":{}}"#),
+            (Some(Value::from(2)), codes::UNKNOWN_TYPE)
+        );
+        assert_eq!(
+            invalid(r#"{"type":"message:send","ref":"r3","data":{"conversationId":"x"}}"#),
+            (Some(Value::from("r3")), codes::VALIDATION_FAILED)
+        );
+        assert_eq!(
+            invalid(r#"{"type":"sync","ref":"r4"}"#).1,
+            codes::VALIDATION_FAILED
+        );
+    }
+
+    #[test]
+    fn typing_has_no_ack_and_errors_have_the_documented_shape() {
+        assert_eq!(ack_frame(&Some(Value::from("t")), &Reply::None), None);
+        let frame: Value = serde_json::from_str(&error_frame(
+            &Some(Value::from("c7")),
+            "forbidden",
+            "no",
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            frame,
+            serde_json::json!({"type": "error", "ref": "c7", "error": "forbidden", "message": "no"})
+        );
+    }
+}

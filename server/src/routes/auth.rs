@@ -1,0 +1,181 @@
+//! Accounts and tokens: register, login, refresh, logout.
+
+use actix_web::{HttpResponse, web};
+use courier_engine::store::NewUser;
+use courier_engine::{Engine, StoreError, Timestamp};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use super::users::{UserView, user_view};
+use super::validated;
+use crate::auth::{TokenPair, Tokens, passwords};
+use crate::error::{ApiError, ErrorCode};
+use crate::startup::AuthSettings;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/auth")
+            .route("/register", web::post().to(register))
+            .route("/login", web::post().to(login))
+            .route("/refresh", web::post().to(refresh))
+            .route("/logout", web::post().to(logout)),
+    );
+}
+
+/// Usernames: 3 to 32 of `a-z 0-9 _ . -`.
+pub(crate) fn valid_username(name: &str) -> Result<(), validator::ValidationError> {
+    let allowed = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+    if allowed {
+        Ok(())
+    } else {
+        let mut error = validator::ValidationError::new("charset");
+        error.message = Some("use only a-z, 0-9, '_', '.' and '-'".into());
+        Err(error)
+    }
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegisterRequest {
+    #[validate(
+        length(min = 3, max = 32, message = "must be 3 to 32 characters"),
+        custom(function = "valid_username")
+    )]
+    username: String,
+    #[validate(length(min = 8, max = 128, message = "must be 8 to 128 characters"))]
+    password: String,
+    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    display_name: Option<String>,
+    #[validate(email(message = "must be an email address"))]
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LoginRequest {
+    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    username: String,
+    #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
+    password: String,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RefreshRequest {
+    #[validate(length(min = 1, max = 256, message = "must be 1 to 256 characters"))]
+    refresh_token: String,
+}
+
+/// `{user, accessToken, refreshToken, expiresIn}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    user: UserView,
+    access_token: String,
+    refresh_token: String,
+    expires_in: u64,
+}
+
+fn session_view(user: UserView, pair: TokenPair) -> SessionView {
+    SessionView {
+        user,
+        access_token: pair.access_token,
+        refresh_token: pair.refresh_token,
+        expires_in: pair.expires_in,
+    }
+}
+
+/// # POST /api/v1/auth/register
+async fn register(
+    engine: web::Data<Engine>,
+    tokens: web::Data<Tokens>,
+    settings: web::Data<AuthSettings>,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = validated(body.into_inner())?;
+    let password_hash = passwords::hash(request.password, settings.bcrypt_cost).await?;
+    let new = NewUser {
+        display_name: request
+            .display_name
+            .unwrap_or_else(|| request.username.clone()),
+        username: request.username,
+        email: request.email,
+        password_hash,
+        status_text: String::new(),
+        last_seen_at: None,
+        created_at: Timestamp::now().as_millis(),
+    };
+    let row = match engine.store().create_user(new).await {
+        Ok(row) => row,
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::new(ErrorCode::Conflict, "that username is taken"));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let pair = tokens
+        .issue(engine.store().as_ref(), row.user_id(), None)
+        .await?;
+    let user = user_view(&engine, row, true).await?;
+    Ok(HttpResponse::Created().json(session_view(user, pair)))
+}
+
+/// # POST /api/v1/auth/login
+///
+/// Unknown users and wrong passwords get the same answer in about the same time.
+async fn login(
+    engine: web::Data<Engine>,
+    tokens: web::Data<Tokens>,
+    settings: web::Data<AuthSettings>,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = validated(body.into_inner())?;
+    let row = engine.store().user_by_username(&request.username).await?;
+    let stored = row.as_ref().map(|row| row.password_hash.clone());
+    let matches = passwords::verify(request.password, stored, settings.bcrypt_cost).await;
+    let Some(row) = row.filter(|_| matches) else {
+        return Err(ApiError::unauthorized("invalid username or password"));
+    };
+    let pair = tokens
+        .issue(engine.store().as_ref(), row.user_id(), None)
+        .await?;
+    let user = user_view(&engine, row, true).await?;
+    Ok(HttpResponse::Ok().json(session_view(user, pair)))
+}
+
+/// # POST /api/v1/auth/refresh
+///
+/// Spends the refresh token for a new pair. A spent token used again revokes its family.
+async fn refresh(
+    engine: web::Data<Engine>,
+    tokens: web::Data<Tokens>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = validated(body.into_inner())?;
+    let (user, pair) = tokens
+        .rotate(engine.store().as_ref(), &request.refresh_token)
+        .await?;
+    let row = engine
+        .store()
+        .user_by_id(user)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    let user = user_view(&engine, row, true).await?;
+    Ok(HttpResponse::Ok().json(session_view(user, pair)))
+}
+
+/// # POST /api/v1/auth/logout
+///
+/// Revokes the refresh token's family. 204 whether or not the token was known.
+async fn logout(
+    engine: web::Data<Engine>,
+    tokens: web::Data<Tokens>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = validated(body.into_inner())?;
+    tokens
+        .revoke(engine.store().as_ref(), &request.refresh_token)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

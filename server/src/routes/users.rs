@@ -1,0 +1,152 @@
+//! Profiles and people search, with presence.
+
+use actix_web::{HttpResponse, web};
+use courier_engine::protocol::PresenceStatus;
+use courier_engine::store::{ProfileChanges, UserRow};
+use courier_engine::{Engine, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use super::validated;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/users")
+            .route("", web::get().to(search))
+            .route("/me", web::get().to(me))
+            .route("/me", web::patch().to(update_me))
+            .route("/{id}", web::get().to(one)),
+    );
+}
+
+/// A user as the API shows them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UserView {
+    id: UserId,
+    username: String,
+    display_name: String,
+    /// Only on the caller's own profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    status_text: String,
+    online: bool,
+    status: Option<PresenceStatus>,
+    last_seen: Option<Timestamp>,
+    created_at: Timestamp,
+}
+
+/// The API view of a user with their presence; `own` shows private fields.
+pub(crate) async fn user_view(
+    engine: &Engine,
+    row: UserRow,
+    own: bool,
+) -> Result<UserView, ApiError> {
+    user_views(engine, vec![row], own)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("a user view went missing"))
+}
+
+async fn user_views(
+    engine: &Engine,
+    rows: Vec<UserRow>,
+    own: bool,
+) -> Result<Vec<UserView>, ApiError> {
+    let ids: Vec<UserId> = rows.iter().map(UserRow::user_id).collect();
+    let presence = engine.presence(&ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let seen = presence.iter().find(|p| p.user_id.0 == row.id);
+            UserView {
+                id: row.user_id(),
+                username: row.username,
+                display_name: row.display_name,
+                email: if own { row.email } else { None },
+                status_text: seen.map_or(row.status_text.clone(), |p| p.status_text.clone()),
+                online: seen.is_some_and(|p| p.online),
+                status: seen.and_then(|p| p.status),
+                last_seen: seen
+                    .and_then(|p| p.last_seen)
+                    .or(row.last_seen_at.map(Timestamp)),
+                created_at: Timestamp(row.created_at),
+            }
+        })
+        .collect())
+}
+
+/// # GET /api/v1/users/me
+async fn me(engine: web::Data<Engine>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+    let row = engine
+        .store()
+        .user_by_id(caller.0)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    Ok(HttpResponse::Ok().json(user_view(&engine, row, true).await?))
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProfilePatch {
+    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    display_name: Option<String>,
+    #[validate(length(max = 140, message = "must be at most 140 characters"))]
+    status_text: Option<String>,
+}
+
+/// # PATCH /api/v1/users/me
+async fn update_me(
+    engine: web::Data<Engine>,
+    caller: AuthUser,
+    body: web::Json<ProfilePatch>,
+) -> Result<HttpResponse, ApiError> {
+    let patch = validated(body.into_inner())?;
+    let changes = ProfileChanges {
+        display_name: patch.display_name,
+        status_text: patch.status_text,
+    };
+    let row = engine.store().update_profile(caller.0, changes).await?;
+    Ok(HttpResponse::Ok().json(user_view(&engine, row, true).await?))
+}
+
+#[derive(Debug, Deserialize, Validate)]
+struct SearchQuery {
+    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    query: String,
+    #[validate(range(min = 1, max = 50, message = "must be 1 to 50"))]
+    limit: Option<usize>,
+}
+
+/// # GET /api/v1/users?query=
+///
+/// People whose username or display name starts with `query`.
+async fn search(
+    engine: web::Data<Engine>,
+    _caller: AuthUser,
+    query: web::Query<SearchQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = validated(query.into_inner())?;
+    let rows = engine
+        .store()
+        .search_users(&query.query, query.limit.unwrap_or(20))
+        .await?;
+    Ok(HttpResponse::Ok().json(user_views(&engine, rows, false).await?))
+}
+
+/// # GET /api/v1/users/{id}
+async fn one(
+    engine: web::Data<Engine>,
+    caller: AuthUser,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId(path.into_inner());
+    let row = engine
+        .store()
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(HttpResponse::Ok().json(user_view(&engine, row, id == caller.0).await?))
+}

@@ -1,0 +1,167 @@
+//! Building and running the application: shared by `main` and the tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpServer, web};
+use courier_engine::store::{DieselStore, StoreConfig};
+use courier_engine::{Engine, Limits};
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::error;
+
+/// What the auth routes need of the configuration.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// bcrypt work factor.
+    pub bcrypt_cost: u32,
+}
+
+/// What the socket transports need of the configuration.
+#[derive(Debug, Clone)]
+pub struct SocketSettings {
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+/// A bound server, ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    engine: Engine,
+}
+
+/// Opens the store named by the configuration, applying migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<DieselStore> {
+    let store_config = StoreConfig::new(config.database_url());
+    Ok(DieselStore::connect(store_config).await?)
+}
+
+impl Application {
+    /// Opens the store, builds the engine and binds the listener (port 0 picks one).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let secret = config.resolve_jwt_secret()?;
+        let store = open_store(&config).await?;
+        let limits = Limits {
+            outbound_queue_capacity: config.outbound_queue_capacity,
+            ..Limits::default()
+        };
+        let engine = Engine::builder(Arc::new(store)).limits(limits).build();
+        let tokens = Tokens::new(
+            &secret,
+            config.access_token_ttl(),
+            config.refresh_token_ttl(),
+        );
+        let listener = TcpListener::bind(&config.listen)?;
+        let port = listener.local_addr()?.port();
+
+        let engine_data = web::Data::new(engine.clone());
+        let tokens = web::Data::new(tokens);
+        let auth = web::Data::new(AuthSettings {
+            bcrypt_cost: config.bcrypt_cost,
+        });
+        let sockets = web::Data::new(SocketSettings {
+            max_frame_bytes: config.ws_max_frame_bytes,
+        });
+        let json_limit = config.max_json_body_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(request_log))
+                .app_data(engine_data.clone())
+                .app_data(tokens.clone())
+                .app_data(auth.clone())
+                .app_data(sockets.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(json_limit)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .configure(crate::routes::configure)
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(10)
+        .run();
+        Ok(Self {
+            port,
+            server,
+            engine,
+        })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            server: self.server.handle(),
+            engine: self.engine.clone(),
+        }
+    }
+
+    /// Serves until stopped.
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Stops the server: sockets are told to go away (close code 1001), no new connections
+/// are accepted, and requests in flight, sends awaiting their commit included, finish.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    server: ServerHandle,
+    engine: Engine,
+}
+
+impl ShutdownHandle {
+    /// Stops gracefully.
+    pub async fn stop(&self) {
+        self.engine.close_all_sessions();
+        self.server.stop(true).await;
+    }
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {
+    Err(error::ApiError::not_found("no such route"))
+}
+
+/// Logs one line per request with a request id, the method, the path (never the query
+/// string, which may carry an access token), the status and the duration. Hand-written
+/// because tracing-actix-web's root span records the full URI, query included.
+async fn request_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = format!("{:016x}", rand::random::<u64>());
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let mut response = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let elapsed: Duration = started.elapsed();
+    tracing::info!(
+        request_id,
+        %method,
+        path,
+        status = response.status().as_u16(),
+        elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(response)
+}

@@ -412,6 +412,7 @@ impl Engine {
                 self.core.limits.max_client_msg_id_bytes
             )));
         }
+        reject_nul("clientMsgId", &send.client_msg_id)?;
         let post = PostMessage {
             send: NewMessage {
                 sender_id: user,
@@ -578,13 +579,24 @@ impl Engine {
                 self.core.limits.max_body_bytes
             )));
         }
-        Ok(())
+        reject_nul("body", body)
     }
 
     fn page_size(&self, asked: Option<u32>) -> usize {
         let max = self.core.limits.max_page_size.max(1);
         asked.map_or(max, |n| (n as usize).clamp(1, max))
     }
+}
+
+/// PostgreSQL text cannot hold NUL; refusing it here keeps one client's bad input from
+/// failing a whole group commit, and keeps both stores accepting the same strings.
+pub(crate) fn reject_nul(field: &str, text: &str) -> Result<(), EngineError> {
+    if text.contains('\0') {
+        return Err(EngineError::Invalid(format!(
+            "{field} must not contain NUL characters"
+        )));
+    }
+    Ok(())
 }
 
 /// One attached session. Dropping it detaches the session.
@@ -688,14 +700,13 @@ impl Session {
                 Ok(Reply::Done {})
             }
             ClientCommand::UpdateStatus(update) => {
-                if update
-                    .text
-                    .as_ref()
-                    .is_some_and(|text| text.chars().count() > 140)
-                {
-                    return Err(EngineError::Invalid(
-                        "status text is longer than 140 characters".into(),
-                    ));
+                if let Some(text) = &update.text {
+                    if text.chars().count() > 140 {
+                        return Err(EngineError::Invalid(
+                            "status text is longer than 140 characters".into(),
+                        ));
+                    }
+                    reject_nul("text", text)?;
                 }
                 self.actor
                     .send(SetStatus {

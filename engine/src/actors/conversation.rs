@@ -64,6 +64,9 @@ pub(crate) struct ConversationActor {
     state: State,
     queued: Vec<PendingSend>,
     committing: bool,
+    /// The highest seq pushed to members, to push a stored message whose first commit's
+    /// answer was lost (its retry comes back as "existing").
+    published_seq: Seq,
     typing: HashMap<UserId, SpawnHandle>,
     last_activity: Instant,
 }
@@ -76,6 +79,7 @@ impl ConversationActor {
             state: State::Loading,
             queued: Vec::new(),
             committing: false,
+            published_seq: Seq(0),
             typing: HashMap::new(),
             last_activity: Instant::now(),
         }
@@ -83,7 +87,11 @@ impl ConversationActor {
 
     /// The roster, if `user` is in it; outsiders learn nothing, not even existence.
     fn roster_for(&mut self, user: UserId) -> Result<&mut Roster, EngineError> {
-        self.last_activity = Instant::now();
+        // Only a loaded conversation counts as active: requests for a missing one (ids
+        // are sequential, easy to probe) must not keep it "missing" after it is created.
+        if matches!(self.state, State::Ready(_)) {
+            self.last_activity = Instant::now();
+        }
         match &mut self.state {
             State::Ready(roster) if roster.roles.contains_key(&user) => Ok(roster),
             State::Ready(_) | State::Missing => Err(EngineError::ConversationNotFound(self.id)),
@@ -122,13 +130,18 @@ impl ConversationActor {
         let commit = async move { store.append_messages(id, sends).await };
         ctx.spawn(commit.into_actor(self).map(move |result, actor, ctx| {
             actor.committing = false;
-            actor.settle(batch, result);
+            actor.settle(ctx, batch, result);
             actor.commit_queued(ctx);
         }));
     }
 
     /// Fans out what was stored, then acks each send: the ack follows the commit.
-    fn settle(&mut self, batch: Vec<PendingSend>, result: Result<Vec<AppendOutcome>, StoreError>) {
+    fn settle(
+        &mut self,
+        ctx: &mut Context<Self>,
+        batch: Vec<PendingSend>,
+        result: Result<Vec<AppendOutcome>, StoreError>,
+    ) {
         let outcomes = match result {
             Ok(outcomes) => outcomes,
             Err(error) => {
@@ -145,17 +158,26 @@ impl ConversationActor {
                     if let State::Ready(roster) = &mut self.state {
                         roster.last_seq = roster.last_seq.max(message.seq);
                     }
-                    self.stop_typing(message.sender_id);
+                    self.stop_typing(ctx, message.sender_id);
+                    self.published_seq = self.published_seq.max(message.seq);
                     self.publish(ServerEvent::MessageReceived(message.clone()), None);
                     Ok(Posted {
                         message,
                         created: true,
                     })
                 }
-                AppendOutcome::Existing(message) => Ok(Posted {
-                    message,
-                    created: false,
-                }),
+                AppendOutcome::Existing(message) => {
+                    // Committed by an earlier attempt whose answer was lost (a connection
+                    // dropped after COMMIT): members have not heard of it yet.
+                    if message.seq > self.published_seq {
+                        self.published_seq = message.seq;
+                        self.publish(ServerEvent::MessageReceived(message.clone()), None);
+                    }
+                    Ok(Posted {
+                        message,
+                        created: false,
+                    })
+                }
                 AppendOutcome::ReplyNotFound(id) => Err(EngineError::Invalid(format!(
                     "replyToId {id} names no message of this conversation"
                 ))),
@@ -167,9 +189,10 @@ impl ConversationActor {
         }
     }
 
-    fn stop_typing(&mut self, user: UserId) -> bool {
+    fn stop_typing(&mut self, ctx: &mut Context<Self>, user: UserId) -> bool {
         match self.typing.remove(&user) {
-            Some(_timer) => {
+            Some(expiry) => {
+                ctx.cancel_future(expiry);
                 let event = ServerEvent::TypingStopped(TypingChanged {
                     conversation_id: self.id,
                     user_id: user,
@@ -211,6 +234,7 @@ impl Actor for ConversationActor {
                         .map(|member| (member.user_id, member.role))
                         .collect();
                     let ids = roles.keys().copied().collect();
+                    actor.published_seq = conversation.last_seq;
                     State::Ready(Roster {
                         roles,
                         ids,
@@ -408,14 +432,23 @@ impl Handler<SetTyping> for ConversationActor {
     fn handle(&mut self, msg: SetTyping, ctx: &mut Self::Context) -> Self::Result {
         self.roster_for(msg.user)?;
         if !msg.typing {
-            self.stop_typing(msg.user);
+            self.stop_typing(ctx, msg.user);
             return Ok(());
         }
         // A refresh only moves the expiry: members hear "started" once per burst.
         let ttl = self.core.limits.typing_ttl;
         let user = msg.user;
         let expiry = ctx.run_later(ttl, move |actor, _| {
-            actor.stop_typing(user);
+            // Lapsed: the handle is spent, so only the entry goes.
+            if actor.typing.remove(&user).is_some() {
+                actor.publish(
+                    ServerEvent::TypingStopped(TypingChanged {
+                        conversation_id: actor.id,
+                        user_id: user,
+                    }),
+                    Some(user),
+                );
+            }
         });
         match self.typing.insert(user, expiry) {
             Some(previous) => {
@@ -498,7 +531,7 @@ impl Handler<ChangeMembership> for ConversationActor {
                 Ok(store.remove_member(id, msg.user).await?)
             }
         };
-        Box::pin(change.into_actor(self).map(move |changed, actor, _| {
+        Box::pin(change.into_actor(self).map(move |changed, actor, ctx| {
             let changed = changed?;
             if !changed {
                 return Ok(false);
@@ -515,12 +548,12 @@ impl Handler<ChangeMembership> for ConversationActor {
                 actor.publish(ServerEvent::MemberJoined(event_data), None);
             } else {
                 // The one who left hears it too, then nothing more.
+                actor.stop_typing(ctx, msg.user);
                 actor.publish(ServerEvent::MemberLeft(event_data), None);
                 if let State::Ready(roster) = &mut actor.state {
                     roster.roles.remove(&msg.user);
                     roster.rebuild_ids();
                 }
-                actor.typing.remove(&msg.user);
             }
             Ok(true)
         }))

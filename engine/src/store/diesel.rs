@@ -860,67 +860,88 @@ impl MessageStore for DieselStore {
             .map(|send| send.client_msg_id.as_str())
             .collect();
         with_conn!(self, writer, |conn| {
-            conn.transaction(async |c| {
-                let prior: Vec<MessageRow> = messages::table
-                    .filter(messages::sender_id.eq_any(&senders))
-                    .filter(messages::client_msg_id.eq_any(&keys))
-                    .select(MessageRow::as_select())
-                    .load(c)
-                    .await?;
-                let reply_ids: Vec<i64> = sends
-                    .iter()
-                    .filter_map(|send| send.reply_to_id.map(|id| id.0))
-                    .chain(prior.iter().filter_map(|row| row.reply_to_id))
-                    .collect();
-                let targets: HashMap<i64, MessageRow> = if reply_ids.is_empty() {
-                    HashMap::new()
-                } else {
-                    let rows: Vec<MessageRow> = messages::table
-                        .filter(messages::id.eq_any(&reply_ids))
-                        .select(MessageRow::as_select())
-                        .load(c)
-                        .await?;
-                    rows.into_iter().map(|row| (row.id, row)).collect()
-                };
-                let (settled, inserts) = settle_batch(conv, &sends, prior, &targets);
+            // A concurrent commit elsewhere (another conversation, another node) may insert
+            // the same (sender, clientMsgId) between this transaction's check and insert:
+            // the unique index refuses it, and a second attempt settles it as a replay.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let committed = conn
+                    .transaction(async |c| {
+                        // Lock the conversation row first: commits for one conversation then run
+                        // one after the other, so the replay check below sees every earlier one.
+                        let locked = diesel::update(conversations::table.find(conv))
+                            .set(conversations::last_seq.eq(conversations::last_seq))
+                            .execute(c)
+                            .await?;
+                        if locked == 0 {
+                            return Err(StoreError::NotFound);
+                        }
+                        let prior: Vec<MessageRow> = messages::table
+                            .filter(messages::sender_id.eq_any(&senders))
+                            .filter(messages::client_msg_id.eq_any(&keys))
+                            .select(MessageRow::as_select())
+                            .load(c)
+                            .await?;
+                        let reply_ids: Vec<i64> = sends
+                            .iter()
+                            .filter_map(|send| send.reply_to_id.map(|id| id.0))
+                            .chain(prior.iter().filter_map(|row| row.reply_to_id))
+                            .collect();
+                        let targets: HashMap<i64, MessageRow> = if reply_ids.is_empty() {
+                            HashMap::new()
+                        } else {
+                            let rows: Vec<MessageRow> = messages::table
+                                .filter(messages::id.eq_any(&reply_ids))
+                                .select(MessageRow::as_select())
+                                .load(c)
+                                .await?;
+                            rows.into_iter().map(|row| (row.id, row)).collect()
+                        };
+                        let (settled, inserts) = settle_batch(conv, &sends, prior, &targets);
 
-                let mut inserted: Vec<MessageRow> = Vec::new();
-                if !inserts.is_empty() {
-                    let count = i64::try_from(inserts.len()).unwrap_or(i64::MAX);
-                    // The row lock taken here serialises concurrent commits for one
-                    // conversation (across nodes too), which keeps seq gap-free.
-                    let last_seq: i64 = diesel::update(conversations::table.find(conv))
-                        .set(conversations::last_seq.eq(conversations::last_seq + count))
-                        .returning(conversations::last_seq)
-                        .get_result(c)
-                        .await
-                        .optional()?
-                        .ok_or(StoreError::NotFound)?;
-                    let first_seq = last_seq - count + 1;
-                    let rows: Vec<NewMessageRow> = inserts
-                        .iter()
-                        .zip(first_seq..)
-                        .map(|(&index, seq)| NewMessageRow {
-                            conversation_id: conv,
-                            seq,
-                            sender_id: sends[index].sender_id.0,
-                            client_msg_id: sends[index].client_msg_id.clone(),
-                            body: Some(sends[index].body.clone()),
-                            reply_to_id: sends[index].reply_to_id.map(|id| id.0),
-                            created_at: now,
-                        })
-                        .collect();
-                    inserted = c.insert_messages(rows).await?;
-                    inserted.sort_by_key(|row| row.seq);
+                        let mut inserted: Vec<MessageRow> = Vec::new();
+                        if !inserts.is_empty() {
+                            let count = i64::try_from(inserts.len()).unwrap_or(i64::MAX);
+                            // The row lock taken here serialises concurrent commits for one
+                            // conversation (across nodes too), which keeps seq gap-free.
+                            let last_seq: i64 = diesel::update(conversations::table.find(conv))
+                                .set(conversations::last_seq.eq(conversations::last_seq + count))
+                                .returning(conversations::last_seq)
+                                .get_result(c)
+                                .await
+                                .optional()?
+                                .ok_or(StoreError::NotFound)?;
+                            let first_seq = last_seq - count + 1;
+                            let rows: Vec<NewMessageRow> = inserts
+                                .iter()
+                                .zip(first_seq..)
+                                .map(|(&index, seq)| NewMessageRow {
+                                    conversation_id: conv,
+                                    seq,
+                                    sender_id: sends[index].sender_id.0,
+                                    client_msg_id: sends[index].client_msg_id.clone(),
+                                    body: Some(sends[index].body.clone()),
+                                    reply_to_id: sends[index].reply_to_id.map(|id| id.0),
+                                    created_at: now,
+                                })
+                                .collect();
+                            inserted = c.insert_messages(rows).await?;
+                            inserted.sort_by_key(|row| row.seq);
+                        }
+                        let previews: HashMap<i64, ReplyPreview> = targets
+                            .values()
+                            .map(|row| (row.id, row.preview()))
+                            .collect();
+                        let created = attach_previews(inserted, &previews);
+                        outcomes(settled, created, &previews)
+                    })
+                    .await;
+                match committed {
+                    Err(StoreError::Conflict(_)) if attempt < 3 => continue,
+                    other => break other,
                 }
-                let previews: HashMap<i64, ReplyPreview> = targets
-                    .values()
-                    .map(|row| (row.id, row.preview()))
-                    .collect();
-                let created = attach_previews(inserted, &previews);
-                outcomes(settled, created, &previews)
-            })
-            .await
+            }
         })
     }
 

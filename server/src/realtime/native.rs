@@ -9,6 +9,8 @@ use actix_web_actors::ws;
 use bytestring::ByteString;
 use courier_engine::{CloseReason, Engine, Outbound, Session, UserId};
 
+use crate::error::ErrorCode;
+
 use super::dispatch::{self, Inbound, codes};
 use crate::auth;
 use crate::error::ApiError;
@@ -31,24 +33,50 @@ pub async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     let caller = auth::authenticate(&req, true)?;
     let socket = NativeSocket {
-        engine: engine.get_ref().clone(),
         user: caller.0,
         session: None,
+        written_before_attach: 0,
         last_heard: Instant::now(),
     };
-    ws::WsResponseBuilder::new(socket, &req, stream)
+    let (socket, response) = ws::WsResponseBuilder::new(socket, &req, stream)
         .frame_size(settings.max_frame_bytes)
-        .start()
-        .map_err(|error| {
-            ApiError::new(crate::error::ErrorCode::BadRequest, error.to_string()).into()
-        })
+        .start_with_addr()
+        .map_err(|error| ApiError::new(ErrorCode::BadRequest, error.to_string()))?;
+    // Attached before the 101 goes out: an event published once the client sees the
+    // socket open is never missed.
+    let session = engine
+        .connect(caller.0, socket.clone().recipient())
+        .await
+        .map_err(ApiError::from)?;
+    socket.do_send(Attached { session });
+    Ok(response)
+}
+
+/// Hands the socket its engine session.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Attached {
+    session: Session,
+}
+
+impl Handler<Attached> for NativeSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attached, _ctx: &mut Self::Context) {
+        for _ in 0..self.written_before_attach {
+            msg.session.queue().written();
+        }
+        self.written_before_attach = 0;
+        self.session = Some(Rc::new(msg.session));
+    }
 }
 
 /// One native WebSocket connection, attached to the engine as one session.
 struct NativeSocket {
-    engine: Engine,
     user: UserId,
     session: Option<Rc<Session>>,
+    /// Frames written before [`Attached`] arrived, to report to the queue then.
+    written_before_attach: usize,
     last_heard: Instant,
 }
 
@@ -66,6 +94,13 @@ impl NativeSocket {
             }
         };
         let Some(session) = self.session.clone() else {
+            let message = "the session is not attached yet";
+            ctx.text(dispatch::error_frame(
+                &reference,
+                "unavailable",
+                message,
+                None,
+            ));
             return;
         };
         let run = async move { dispatch::run(&session, reference, command).await };
@@ -92,25 +127,6 @@ impl Actor for NativeSocket {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let engine = self.engine.clone();
-        let user = self.user;
-        let recipient = ctx.address().recipient();
-        // No frame is handled before the session is attached.
-        ctx.wait(
-            async move { engine.connect(user, recipient).await }
-                .into_actor(self)
-                .map(|attached, socket, ctx| match attached {
-                    Ok(session) => socket.session = Some(Rc::new(session)),
-                    Err(error) => {
-                        tracing::warn!(%error, "could not attach a session");
-                        ctx.close(Some(ws::CloseReason {
-                            code: ws::CloseCode::Again,
-                            description: Some("unavailable".into()),
-                        }));
-                        ctx.stop();
-                    }
-                }),
-        );
         ctx.run_interval(HEARTBEAT_INTERVAL, |socket, ctx| {
             if socket.last_heard.elapsed() > CLIENT_TIMEOUT {
                 tracing::debug!(user = %socket.user, "client timed out");
@@ -133,8 +149,9 @@ impl Handler<Outbound> for NativeSocket {
                     Ok(text) => ctx.text(text),
                     Err(_) => tracing::error!(event = frame.name(), "event is not UTF-8"),
                 }
-                if let Some(session) = &self.session {
-                    session.queue().written();
+                match &self.session {
+                    Some(session) => session.queue().written(),
+                    None => self.written_before_attach += 1,
                 }
             }
             Outbound::Close(reason) => {

@@ -44,9 +44,15 @@ struct RegisterRequest {
         custom(function = "valid_username")
     )]
     username: String,
-    #[validate(length(min = 8, max = 128, message = "must be 8 to 128 characters"))]
+    #[validate(
+        length(min = 8, max = 128, message = "must be 8 to 128 characters"),
+        custom(function = "super::no_nul")
+    )]
     password: String,
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[validate(
+        length(min = 1, max = 64, message = "must be 1 to 64 characters"),
+        custom(function = "super::no_nul")
+    )]
     display_name: Option<String>,
     #[validate(email(message = "must be an email address"))]
     email: Option<String>,

@@ -53,7 +53,7 @@ async fn create(
         CreateRequest::Direct { peer_id } => CreateConversation::Direct { peer: peer_id },
         CreateRequest::Group { title, member_ids } => {
             let title = title.trim().to_owned();
-            if title.is_empty() || title.chars().count() > 100 {
+            if title.is_empty() || title.chars().count() > 100 || title.contains('\0') {
                 return Err(ApiError::invalid_field(
                     "title",
                     "must be 1 to 100 characters",

@@ -30,6 +30,16 @@ pub(crate) fn validated<T: validator::Validate>(input: T) -> Result<T, ApiError>
     Ok(input)
 }
 
+/// Text fields refuse NUL: PostgreSQL cannot store it, and no client needs it.
+pub(crate) fn no_nul(text: &str) -> Result<(), validator::ValidationError> {
+    if text.contains('\0') {
+        let mut error = validator::ValidationError::new("nul");
+        error.message = Some("must not contain NUL characters".into());
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// `{messages, hasMore}`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

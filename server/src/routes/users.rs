@@ -91,9 +91,15 @@ async fn me(engine: web::Data<Engine>, caller: AuthUser) -> Result<HttpResponse,
 #[derive(Debug, Deserialize, Validate)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ProfilePatch {
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[validate(
+        length(min = 1, max = 64, message = "must be 1 to 64 characters"),
+        custom(function = "super::no_nul")
+    )]
     display_name: Option<String>,
-    #[validate(length(max = 140, message = "must be at most 140 characters"))]
+    #[validate(
+        length(max = 140, message = "must be at most 140 characters"),
+        custom(function = "super::no_nul")
+    )]
     status_text: Option<String>,
 }
 

@@ -1,0 +1,10 @@
+//! The server end to end: REST and the native WebSocket, on SQLite and PostgreSQL.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod auth;
+mod conversations;
+mod users;
+mod websocket;

@@ -62,6 +62,14 @@ pub struct Settings {
     /// text or json.
     #[arg(long, env = "COURIER_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    /// Comma-separated origins allowed by CORS.
+    #[arg(
+        long,
+        env = "COURIER_CORS_ALLOWED_ORIGINS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -95,6 +103,9 @@ impl Settings {
         }
         if let Some(format) = self.log_format {
             config.log_format = format;
+        }
+        if let Some(origins) = self.cors_allowed_origins {
+            config.cors_allowed_origins = origins;
         }
         Ok(config)
     }

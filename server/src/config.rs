@@ -56,6 +56,8 @@ pub struct Config {
     pub outbound_queue_capacity: usize,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Origins allowed to call the API from a browser (CORS); empty allows none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             ws_max_frame_bytes: 64 * 1024,
             outbound_queue_capacity: 1024,
             log_format: LogFormat::Text,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

@@ -9,7 +9,7 @@ use courier_engine::{EngineError, StoreError};
 use serde::Serialize;
 
 /// The machine-readable error codes of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request could not be read (malformed JSON, wrong types).
@@ -47,12 +47,16 @@ pub struct ApiError {
     pub retry_after_s: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorCode,
-    message: &'a str,
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code.
+    pub error: ErrorCode,
+    /// A human-readable explanation.
+    pub message: String,
+    /// For `validation_failed`: each invalid field and why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    fields: Option<&'a BTreeMap<String, Vec<String>>>,
+    pub fields: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl ApiError {
@@ -123,8 +127,8 @@ impl ResponseError for ApiError {
         }
         response.json(ErrorBody {
             error: self.code,
-            message: &self.message,
-            fields: self.fields.as_ref(),
+            message: self.message.clone(),
+            fields: self.fields.clone(),
         })
     }
 }

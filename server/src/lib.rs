@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod openapi;
 pub mod realtime;
 pub mod routes;
 pub mod startup;

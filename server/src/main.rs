@@ -7,9 +7,14 @@ use courier_server::startup::{Application, open_store};
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if matches!(command, Command::Openapi) {
+        print!("{}", courier_server::openapi::json());
+        return Ok(());
+    }
     let config = cli.settings.into_config()?;
     courier_server::telemetry::init(config.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => {
             let app = Application::build(config).await?;
             tracing::info!(port = app.port(), "courier listening");
@@ -25,9 +30,7 @@ async fn main() -> anyhow::Result<()> {
             open_store(&config).await?;
             tracing::info!("migrations applied");
         }
-        Command::Openapi => {
-            anyhow::bail!("the OpenAPI document is not generated yet");
-        }
+        Command::Openapi => {}
     }
     Ok(())
 }

@@ -70,8 +70,11 @@ impl Application {
             max_frame_bytes: config.ws_max_frame_bytes,
         });
         let json_limit = config.max_json_body_bytes;
+        let origins = config.cors_allowed_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(cors(&origins))
+                .wrap(security_headers())
                 .wrap(from_fn(request_log))
                 .app_data(engine_data.clone())
                 .app_data(tokens.clone())
@@ -131,6 +134,35 @@ impl ShutdownHandle {
         self.engine.close_all_sessions();
         self.server.stop(true).await;
     }
+}
+
+/// CORS for the configured origins only; none by default (same-origin use).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        })
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+        ])
+        .max_age(600)
+}
+
+/// Headers on every response. The CSP allows only this origin's scripts and styles
+/// (Swagger UI's inline styles included) and no framing anywhere.
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("X-Frame-Options", "DENY"))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+        ))
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {

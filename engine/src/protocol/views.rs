@@ -6,6 +6,7 @@ use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
 
 /// A stored chat message as every member sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// Unique across conversations.
@@ -32,6 +33,7 @@ pub struct Message {
 
 /// Enough of a replied-to message to draw a quote without fetching it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReplyPreview {
     /// The replied-to message.
@@ -61,6 +63,7 @@ impl ReplyPreview {
 
 /// Direct (two people, one conversation per pair) or group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
     /// Between exactly two users.
@@ -90,6 +93,7 @@ impl ConversationKind {
 
 /// A member's role in a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MemberRole {
     /// Created the conversation; may add and remove members.
@@ -119,6 +123,7 @@ impl MemberRole {
 
 /// A conversation and its members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Conversation {
     /// Its id.
@@ -139,6 +144,7 @@ pub struct Conversation {
 
 /// One member of a conversation and how far they have got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     /// The member.
@@ -155,6 +161,7 @@ pub struct Member {
 
 /// A conversation as listed for one of its members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationSummary {
     /// The conversation with its members.
@@ -168,6 +175,7 @@ pub struct ConversationSummary {
 
 /// What a user shows to others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
     /// Connected and available.
@@ -182,6 +190,7 @@ pub enum PresenceStatus {
 
 /// Whether a user is reachable now, and when they last were.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Presence {
     /// The user.

@@ -21,6 +21,17 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
 /// A client silent this long (no frame, no pong) is gone: two missed pings and a margin.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws",
+    tag = "realtime",
+    params(("access_token" = Option<String>, Query, description = "For browsers, instead of the Authorization header")),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol of docs/protocol.md"),
+        (status = 401, description = "Missing, bad or expired access token", body = crate::error::ErrorBody)
+    )
+)]
 /// # GET /api/v1/ws
 ///
 /// Upgrades to a WebSocket for the caller (bearer token, or `access_token` in the query

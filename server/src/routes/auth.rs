@@ -9,7 +9,7 @@ use validator::Validate;
 use super::users::{UserView, user_view};
 use super::validated;
 use crate::auth::{TokenPair, Tokens, passwords};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::startup::AuthSettings;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
@@ -36,9 +36,9 @@ pub(crate) fn valid_username(name: &str) -> Result<(), validator::ValidationErro
     }
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RegisterRequest {
+pub(crate) struct RegisterRequest {
     #[validate(
         length(min = 3, max = 32, message = "must be 3 to 32 characters"),
         custom(function = "valid_username")
@@ -58,26 +58,26 @@ struct RegisterRequest {
     email: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LoginRequest {
+pub(crate) struct LoginRequest {
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
     username: String,
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     password: String,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RefreshRequest {
+pub(crate) struct RefreshRequest {
     #[validate(length(min = 1, max = 256, message = "must be 1 to 256 characters"))]
     refresh_token: String,
 }
 
 /// `{user, accessToken, refreshToken, expiresIn}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SessionView {
+pub(crate) struct SessionView {
     user: UserView,
     access_token: String,
     refresh_token: String,
@@ -93,8 +93,20 @@ fn session_view(user: UserView, pair: TokenPair) -> SessionView {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created and signed in", body = SessionView),
+        (status = 409, description = "The username is taken", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody)
+    )
+)]
 /// # POST /api/v1/auth/register
-async fn register(
+pub(crate) async fn register(
     engine: web::Data<Engine>,
     tokens: web::Data<Tokens>,
     settings: web::Data<AuthSettings>,
@@ -127,10 +139,21 @@ async fn register(
     Ok(HttpResponse::Created().json(session_view(user, pair)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = SessionView),
+        (status = 401, description = "Unknown user or wrong password (indistinguishable)", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody)
+    )
+)]
 /// # POST /api/v1/auth/login
 ///
 /// Unknown users and wrong passwords get the same answer in about the same time.
-async fn login(
+pub(crate) async fn login(
     engine: web::Data<Engine>,
     tokens: web::Data<Tokens>,
     settings: web::Data<AuthSettings>,
@@ -150,10 +173,20 @@ async fn login(
     Ok(HttpResponse::Ok().json(session_view(user, pair)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair; the old refresh token is spent", body = SessionView),
+        (status = 401, description = "Invalid, expired, spent or revoked refresh token", body = ErrorBody)
+    )
+)]
 /// # POST /api/v1/auth/refresh
 ///
 /// Spends the refresh token for a new pair. A spent token used again revokes its family.
-async fn refresh(
+pub(crate) async fn refresh(
     engine: web::Data<Engine>,
     tokens: web::Data<Tokens>,
     body: web::Json<RefreshRequest>,
@@ -171,10 +204,19 @@ async fn refresh(
     Ok(HttpResponse::Ok().json(session_view(user, pair)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The token family is revoked")
+    )
+)]
 /// # POST /api/v1/auth/logout
 ///
 /// Revokes the refresh token's family. 204 whether or not the token was known.
-async fn logout(
+pub(crate) async fn logout(
     engine: web::Data<Engine>,
     tokens: web::Data<Tokens>,
     body: web::Json<RefreshRequest>,

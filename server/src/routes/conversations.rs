@@ -1,7 +1,7 @@
 //! Conversations, membership, history, sends and read receipts.
 
 use actix_web::{HttpResponse, web};
-use courier_engine::protocol::SendMessage;
+use courier_engine::protocol::{Conversation, ConversationSummary, Message, SendMessage};
 use courier_engine::store::Watermark;
 use courier_engine::{
     ConversationId, CreateConversation, Engine, HistoryPage, MessageId, Seq, UserId,
@@ -11,7 +11,7 @@ use validator::Validate;
 
 use super::{MessagePageView, validated};
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -27,9 +27,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum CreateRequest {
+pub(crate) enum CreateRequest {
     #[serde(rename_all = "camelCase")]
     Direct { peer_id: UserId },
     #[serde(rename_all = "camelCase")]
@@ -41,10 +41,24 @@ enum CreateRequest {
 
 const MAX_GROUP_MEMBERS: usize = 1024;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    request_body = CreateRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Conversation),
+        (status = 200, description = "The existing direct conversation of the pair", body = Conversation),
+        (status = 404, description = "A named user does not exist", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # POST /api/v1/conversations
 ///
 /// 201 with a new conversation; 200 with the existing direct conversation of the pair.
-async fn create(
+pub(crate) async fn create(
     engine: web::Data<Engine>,
     caller: AuthUser,
     body: web::Json<CreateRequest>,
@@ -80,13 +94,38 @@ async fn create(
     Ok(response.json(conversation))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's conversations, most recently active first", body = [ConversationSummary]),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # GET /api/v1/conversations
-async fn list(engine: web::Data<Engine>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list(
+    engine: web::Data<Engine>,
+    caller: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(engine.conversations(caller.0).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "Conversation id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The conversation and its members", body = Conversation),
+        (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # GET /api/v1/conversations/{id}
-async fn one(
+pub(crate) async fn one(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,
@@ -95,16 +134,31 @@ async fn one(
     Ok(HttpResponse::Ok().json(engine.conversation(caller.0, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AddMemberRequest {
+pub(crate) struct AddMemberRequest {
     user_id: UserId,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/members",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "Conversation id")),
+    request_body = AddMemberRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Added", body = Conversation),
+        (status = 200, description = "Already a member", body = Conversation),
+        (status = 403, description = "Direct conversations have fixed members", body = ErrorBody),
+        (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # POST /api/v1/conversations/{id}/members
 ///
 /// Adds a user to a group; answers the conversation (201 if added, 200 if already in).
-async fn add_member(
+pub(crate) async fn add_member(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,
@@ -121,10 +175,23 @@ async fn add_member(
     Ok(response.json(conversation))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/conversations/{id}/members/{userId}",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "Conversation id"), ("userId" = i64, Path, description = "Member to remove")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "Only an owner may remove others", body = ErrorBody),
+        (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # DELETE /api/v1/conversations/{id}/members/{userId}
 ///
 /// An owner removes anyone; a member removes themselves (leaves).
-async fn remove_member(
+pub(crate) async fn remove_member(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<(i64, i64)>,
@@ -140,9 +207,10 @@ async fn remove_member(
     }
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct HistoryQuery {
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub(crate) struct HistoryQuery {
     #[validate(range(min = 0, message = "must not be negative"))]
     after_seq: Option<i64>,
     #[validate(range(min = 1, message = "must be positive"))]
@@ -151,10 +219,24 @@ struct HistoryQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "messages",
+    params(("id" = i64, Path, description = "Conversation id")),
+    params(HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page in seq order", body = MessagePageView),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # GET /api/v1/conversations/{id}/messages?afterSeq=&beforeSeq=&limit=
 ///
 /// Pages in seq order: forwards after `afterSeq`, or the newest before `beforeSeq`.
-async fn history(
+pub(crate) async fn history(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,
@@ -172,9 +254,9 @@ async fn history(
     Ok(HttpResponse::Ok().json(MessagePageView::from(page)))
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SendRequest {
+pub(crate) struct SendRequest {
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
     client_msg_id: String,
     #[validate(length(min = 1, max = 16384, message = "must be 1 to 16384 bytes"))]
@@ -182,10 +264,28 @@ struct SendRequest {
     reply_to_id: Option<MessageId>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "messages",
+    params(("id" = i64, Path, description = "Conversation id")),
+    request_body = SendRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored (durably) and pushed", body = Message),
+        (status = 200, description = "A retry: the first result", body = Message),
+        (status = 409, description = "clientMsgId already used for another conversation", body = ErrorBody),
+        (status = 422, description = "Invalid fields or replyToId", body = ErrorBody),
+        (status = 429, description = "Too many sends", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # POST /api/v1/conversations/{id}/messages
 ///
 /// 201 with the stored message; 200 with the same message when `clientMsgId` was sent before.
-async fn send(
+pub(crate) async fn send(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,
@@ -207,16 +307,30 @@ async fn send(
     Ok(response.json(message))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ReadRequest {
+pub(crate) struct ReadRequest {
     seq: Seq,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/read",
+    tag = "messages",
+    params(("id" = i64, Path, description = "Conversation id")),
+    request_body = ReadRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Watermark moved (or already there)"),
+        (status = 422, description = "seq beyond the last message", body = ErrorBody),
+        (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # POST /api/v1/conversations/{id}/read
 ///
 /// Moves the caller's read watermark forward; 204.
-async fn read(
+pub(crate) async fn read(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,

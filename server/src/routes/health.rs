@@ -3,24 +3,41 @@
 use actix_web::{HttpResponse, web};
 use courier_engine::Engine;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready));
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "The process is up")
+    )
+)]
 /// # GET /api/v1/health
 ///
 /// The process is up.
-async fn health() -> HttpResponse {
+pub(crate) async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "The store answers"),
+        (status = 503, description = "The store is not reachable", body = ErrorBody)
+    )
+)]
 /// # GET /api/v1/ready
 ///
 /// The store answers; 503 otherwise.
-async fn ready(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn ready(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     match engine.store().ping().await {
         Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "status": "ready",

@@ -1,13 +1,14 @@
 //! Editing and deleting one's own messages.
 
 use actix_web::{HttpResponse, web};
+use courier_engine::protocol::Message;
 use courier_engine::{Engine, MessageId};
 use serde::Deserialize;
 use validator::Validate;
 
 use super::validated;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -17,15 +18,30 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EditRequest {
+pub(crate) struct EditRequest {
     #[validate(length(min = 1, max = 16384, message = "must be 1 to 16384 bytes"))]
     body: String,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/messages/{id}",
+    tag = "messages",
+    params(("id" = i64, Path, description = "Message id")),
+    request_body = EditRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Edited; members get message:edited", body = Message),
+        (status = 403, description = "Not the sender", body = ErrorBody),
+        (status = 409, description = "The message was deleted", body = ErrorBody),
+        (status = 404, description = "No such message visible to the caller", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # PATCH /api/v1/messages/{id}
-async fn edit(
+pub(crate) async fn edit(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,
@@ -38,10 +54,23 @@ async fn edit(
     Ok(HttpResponse::Ok().json(message))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/messages/{id}",
+    tag = "messages",
+    params(("id" = i64, Path, description = "Message id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tombstone; members get message:deleted", body = Message),
+        (status = 403, description = "Not the sender", body = ErrorBody),
+        (status = 404, description = "No such message visible to the caller", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # DELETE /api/v1/messages/{id}
 ///
 /// Answers the tombstone: the message keeps its seq, its body becomes null.
-async fn delete(
+pub(crate) async fn delete(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,

@@ -1,10 +1,10 @@
 //! REST routes, one file per resource, mounted by [`configure`].
 
-mod auth;
-mod conversations;
-mod health;
-mod messages;
-mod users;
+pub(crate) mod auth;
+pub(crate) mod conversations;
+pub(crate) mod health;
+pub(crate) mod messages;
+pub(crate) mod users;
 
 use actix_web::web;
 use serde::Serialize;
@@ -13,15 +13,30 @@ use crate::error::ApiError;
 
 /// Mounts every route under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Before the `/api/v1` scope, which would otherwise answer 404 for `/api/v1/docs`.
     cfg.service(
+        utoipa_swagger_ui::SwaggerUi::new("/api/v1/docs/{_:.*}").url(
+            "/api/v1/docs/openapi.json",
+            <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+        ),
+    )
+    .service(
         web::scope("/api/v1")
             .configure(health::configure)
             .configure(auth::configure)
             .configure(users::configure)
             .configure(conversations::configure)
             .configure(messages::configure)
-            .route("/ws", web::get().to(crate::realtime::native::connect)),
+            .route("/ws", web::get().to(crate::realtime::native::connect))
+            .route("/openapi.json", web::get().to(openapi_json)),
     );
+}
+
+/// # GET /api/v1/openapi.json
+async fn openapi_json() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::openapi::json())
 }
 
 /// Runs validator's checks, mapping failures to `validation_failed`.
@@ -41,10 +56,12 @@ pub(crate) fn no_nul(text: &str) -> Result<(), validator::ValidationError> {
 }
 
 /// `{messages, hasMore}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MessagePageView {
+    /// In seq order.
     messages: Vec<courier_engine::protocol::Message>,
+    /// More messages lie beyond this page in the direction asked.
     has_more: bool,
 }
 

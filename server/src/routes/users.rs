@@ -9,7 +9,7 @@ use validator::Validate;
 
 use super::validated;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -22,7 +22,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A user as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UserView {
     id: UserId,
@@ -50,7 +50,7 @@ pub(crate) async fn user_view(
         .ok_or_else(|| ApiError::internal("a user view went missing"))
 }
 
-async fn user_views(
+pub(crate) async fn user_views(
     engine: &Engine,
     rows: Vec<UserRow>,
     own: bool,
@@ -78,8 +78,21 @@ async fn user_views(
         .collect())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserView),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # GET /api/v1/users/me
-async fn me(engine: web::Data<Engine>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn me(
+    engine: web::Data<Engine>,
+    caller: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     let row = engine
         .store()
         .user_by_id(caller.0)
@@ -88,9 +101,9 @@ async fn me(engine: web::Data<Engine>, caller: AuthUser) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(user_view(&engine, row, true).await?))
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ProfilePatch {
+pub(crate) struct ProfilePatch {
     #[validate(
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
         custom(function = "super::no_nul")
@@ -103,8 +116,20 @@ struct ProfilePatch {
     status_text: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/me",
+    tag = "users",
+    request_body = ProfilePatch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated caller", body = UserView),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # PATCH /api/v1/users/me
-async fn update_me(
+pub(crate) async fn update_me(
     engine: web::Data<Engine>,
     caller: AuthUser,
     body: web::Json<ProfilePatch>,
@@ -118,18 +143,33 @@ async fn update_me(
     Ok(HttpResponse::Ok().json(user_view(&engine, row, true).await?))
 }
 
-#[derive(Debug, Deserialize, Validate)]
-struct SearchQuery {
+#[derive(Debug, Deserialize, Validate, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SearchQuery {
+    /// The start of a username or display name.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
     query: String,
+    /// At most this many (1 to 50, default 20).
     #[validate(range(min = 1, max = 50, message = "must be 1 to 50"))]
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "users",
+    params(SearchQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Matching users by username", body = [UserView]),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # GET /api/v1/users?query=
 ///
 /// People whose username or display name starts with `query`.
-async fn search(
+pub(crate) async fn search(
     engine: web::Data<Engine>,
     _caller: AuthUser,
     query: web::Query<SearchQuery>,
@@ -142,8 +182,20 @@ async fn search(
     Ok(HttpResponse::Ok().json(user_views(&engine, rows, false).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    params(("id" = i64, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user with presence", body = UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
+    )
+)]
 /// # GET /api/v1/users/{id}
-async fn one(
+pub(crate) async fn one(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,

@@ -6,5 +6,6 @@ mod helpers;
 
 mod auth;
 mod conversations;
+mod openapi;
 mod users;
 mod websocket;

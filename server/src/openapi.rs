@@ -1,0 +1,78 @@
+//! The OpenAPI document, generated from the `#[utoipa::path]` of every handler. The
+//! committed copy in `openapi/openapi.json` is checked against it by a test.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::realtime::native;
+use crate::routes::{auth, conversations, health, messages, users};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Courier",
+        description = "REST API of the Courier messaging server. Real-time events flow over \
+                       the WebSocket at /api/v1/ws (see docs/protocol.md and openapi/asyncapi.yaml). \
+                       Every error has the body {error, message, fields?}."
+    ),
+    paths(
+        health::health,
+        health::ready,
+        auth::register,
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        users::me,
+        users::update_me,
+        users::search,
+        users::one,
+        conversations::create,
+        conversations::list,
+        conversations::one,
+        conversations::add_member,
+        conversations::remove_member,
+        conversations::history,
+        conversations::send,
+        conversations::read,
+        messages::edit,
+        messages::delete,
+        native::connect,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "users", description = "Profiles, search, presence"),
+        (name = "conversations", description = "Conversations and membership"),
+        (name = "messages", description = "History, sends, receipts, edits"),
+        (name = "realtime", description = "The WebSocket upgrade"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as pretty JSON with a trailing newline, as committed.
+pub fn json() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    text.push('\n');
+    text
+}

@@ -58,6 +58,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Origins allowed to call the API from a browser (CORS); empty allows none.
     pub cors_allowed_origins: Vec<String>,
+    /// Requests to `/auth/*` allowed per client IP per minute.
+    pub auth_requests_per_minute: u32,
+    /// Messages a user may send per second, REST and WebSocket together.
+    pub sends_per_second: u32,
+    /// Frames one WebSocket session may send per second.
+    pub ws_frames_per_second: u32,
 }
 
 impl Default for Config {
@@ -76,6 +82,9 @@ impl Default for Config {
             outbound_queue_capacity: 1024,
             log_format: LogFormat::Text,
             cors_allowed_origins: Vec::new(),
+            auth_requests_per_minute: 20,
+            sends_per_second: 20,
+            ws_frames_per_second: 50,
         }
     }
 }

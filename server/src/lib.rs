@@ -8,11 +8,14 @@
 //! - [`routes`]: one file per REST resource.
 //! - [`realtime`]: the socket transports and their shared dispatcher.
 //! - [`error`]: the API's one error shape.
+//! - [`limits`], [`metrics`]: rate limits (governor) and Prometheus metrics.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod realtime;
 pub mod routes;

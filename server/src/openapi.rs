@@ -19,6 +19,8 @@ use crate::routes::{auth, conversations, health, messages, users};
     paths(
         health::health,
         health::ready,
+        health::metrics,
+        crate::routes::openapi_json,
         auth::register,
         auth::login,
         auth::refresh,

@@ -15,6 +15,9 @@ use courier_engine::{Engine, Limits};
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::error;
+use crate::limits::RateLimits;
+use crate::metrics::Metrics;
+use crate::realtime::dispatch::Dispatcher;
 
 /// What the auth routes need of the configuration.
 #[derive(Debug, Clone)]
@@ -69,6 +72,20 @@ impl Application {
         let sockets = web::Data::new(SocketSettings {
             max_frame_bytes: config.ws_max_frame_bytes,
         });
+        let metrics = web::Data::new(Metrics::new()?);
+        let limits = web::Data::new(RateLimits::new(&config));
+        let dispatcher = web::Data::new(Dispatcher {
+            limits: limits.clone().into_inner(),
+            metrics: metrics.clone().into_inner(),
+        });
+        let idle_limits = limits.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = actix_web::rt::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                idle_limits.forget_idle();
+            }
+        });
         let json_limit = config.max_json_body_bytes;
         let origins = config.cors_allowed_origins.clone();
         let server = HttpServer::new(move || {
@@ -80,6 +97,9 @@ impl Application {
                 .app_data(tokens.clone())
                 .app_data(auth.clone())
                 .app_data(sockets.clone())
+                .app_data(metrics.clone())
+                .app_data(limits.clone())
+                .app_data(dispatcher.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(json_limit)
@@ -187,6 +207,16 @@ async fn request_log(
             .insert(HeaderName::from_static("x-request-id"), value);
     }
     let elapsed: Duration = started.elapsed();
+    if let Some(metrics) = response.request().app_data::<web::Data<Metrics>>() {
+        let class = match response.status().as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        metrics.http_responses.with_label_values(&[class]).inc();
+    }
     tracing::info!(
         request_id,
         %method,

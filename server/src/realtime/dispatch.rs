@@ -1,10 +1,17 @@
 //! The one event handler of all transports: decode a frame into a command, run it on the
 //! engine, and encode the reply. Transports only move frames.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use courier_engine::protocol::{ClientCommand, Reply};
 use courier_engine::{EngineError, Session};
+use governor::DefaultDirectRateLimiter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::limits::RateLimits;
+use crate::metrics::Metrics;
 
 /// Error codes on the socket (the `error` field of an `error` frame).
 pub mod codes {
@@ -166,15 +173,48 @@ pub fn engine_error_frame(reference: &Option<Value>, error: &EngineError) -> Str
     error_frame(reference, error.code(), &message, retry_after)
 }
 
-/// Runs a decoded command for a session and returns the frame to send back, if any.
-pub async fn run(
-    session: &Session,
-    reference: Option<Value>,
-    command: ClientCommand,
-) -> Option<String> {
-    match session.execute(command).await {
-        Ok(reply) => ack_frame(&reference, &reply),
-        Err(error) => Some(engine_error_frame(&reference, &error)),
+/// What every transport shares when it runs commands: limits and metrics.
+pub struct Dispatcher {
+    /// The server's rate limits.
+    pub limits: Arc<RateLimits>,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    /// Runs a decoded command for a session and returns the frame to send back, if any.
+    /// Sends count against the user's send limit, shared with REST.
+    pub async fn run(
+        &self,
+        session: &Session,
+        reference: Option<Value>,
+        command: ClientCommand,
+    ) -> Option<String> {
+        let is_send = matches!(command, ClientCommand::SendMessage(_));
+        if is_send && let Err(error) = self.limits.check_send(session.user(), &self.metrics) {
+            return Some(engine_error_frame(&reference, &error));
+        }
+        let started = Instant::now();
+        match session.execute(command).await {
+            Ok(reply) => {
+                if is_send {
+                    self.metrics.messages_sent.inc();
+                    self.metrics
+                        .send_to_ack_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                ack_frame(&reference, &reply)
+            }
+            Err(error) => Some(engine_error_frame(&reference, &error)),
+        }
+    }
+
+    /// Checks one incoming frame against its socket's limiter; the error frame if refused.
+    pub fn check_frame(&self, limiter: &DefaultDirectRateLimiter) -> Option<String> {
+        self.limits
+            .check_frame(limiter, &self.metrics)
+            .err()
+            .map(|error| engine_error_frame(&None, &error))
     }
 }
 

@@ -11,7 +11,11 @@ use courier_engine::{CloseReason, Engine, Outbound, Session, UserId};
 
 use crate::error::ErrorCode;
 
-use super::dispatch::{self, Inbound, codes};
+use std::sync::Arc;
+
+use governor::DefaultDirectRateLimiter;
+
+use super::dispatch::{self, Dispatcher, Inbound, codes};
 use crate::auth;
 use crate::error::ApiError;
 use crate::startup::SocketSettings;
@@ -41,6 +45,7 @@ pub async fn connect(
     stream: web::Payload,
     engine: web::Data<Engine>,
     settings: web::Data<SocketSettings>,
+    dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let caller = auth::authenticate(&req, true)?;
     let socket = NativeSocket {
@@ -48,6 +53,8 @@ pub async fn connect(
         session: None,
         written_before_attach: 0,
         last_heard: Instant::now(),
+        frames: dispatcher.limits.frame_limiter(),
+        dispatcher: dispatcher.into_inner(),
     };
     let (socket, response) = ws::WsResponseBuilder::new(socket, &req, stream)
         .frame_size(settings.max_frame_bytes)
@@ -89,10 +96,17 @@ struct NativeSocket {
     /// Frames written before [`Attached`] arrived, to report to the queue then.
     written_before_attach: usize,
     last_heard: Instant,
+    /// This socket's frame rate limit.
+    frames: DefaultDirectRateLimiter,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl NativeSocket {
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some(refused) = self.dispatcher.check_frame(&self.frames) {
+            ctx.text(refused);
+            return;
+        }
         let (reference, command) = match dispatch::decode(text) {
             Inbound::Command { reference, command } => (reference, command),
             Inbound::Invalid {
@@ -114,7 +128,8 @@ impl NativeSocket {
             ));
             return;
         };
-        let run = async move { dispatch::run(&session, reference, command).await };
+        let dispatcher = Arc::clone(&self.dispatcher);
+        let run = async move { dispatcher.run(&session, reference, command).await };
         ctx.spawn(run.into_actor(self).map(|frame, _, ctx| {
             if let Some(frame) = frame {
                 ctx.text(frame);
@@ -138,6 +153,9 @@ impl Actor for NativeSocket {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let metrics = &self.dispatcher.metrics;
+        metrics.connections.inc();
+        metrics.sessions.with_label_values(&["native"]).inc();
         ctx.run_interval(HEARTBEAT_INTERVAL, |socket, ctx| {
             if socket.last_heard.elapsed() > CLIENT_TIMEOUT {
                 tracing::debug!(user = %socket.user, "client timed out");
@@ -146,6 +164,12 @@ impl Actor for NativeSocket {
             }
             ctx.ping(b"");
         });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let metrics = &self.dispatcher.metrics;
+        metrics.connections.dec();
+        metrics.sessions.with_label_values(&["native"]).dec();
     }
 }
 
@@ -164,6 +188,7 @@ impl Handler<Outbound> for NativeSocket {
                     Some(session) => session.queue().written(),
                     None => self.written_before_attach += 1,
                 }
+                self.dispatcher.metrics.events_delivered.inc();
             }
             Outbound::Close(reason) => {
                 ctx.close(Some(close_frame(reason)));

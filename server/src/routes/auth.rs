@@ -10,16 +10,34 @@ use super::users::{UserView, user_view};
 use super::validated;
 use crate::auth::{TokenPair, Tokens, passwords};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::limits::RateLimits;
+use crate::metrics::Metrics;
 use crate::startup::AuthSettings;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/auth")
+            .wrap(actix_web::middleware::from_fn(limit_by_ip))
             .route("/register", web::post().to(register))
             .route("/login", web::post().to(login))
             .route("/refresh", web::post().to(refresh))
             .route("/logout", web::post().to(logout)),
     );
+}
+
+/// Refuses a client IP past its `/auth/*` quota with 429 and `Retry-After`.
+async fn limit_by_ip(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let limits = req.app_data::<web::Data<RateLimits>>();
+    let metrics = req.app_data::<web::Data<Metrics>>();
+    if let (Some(limits), Some(metrics), Some(peer)) = (limits, metrics, req.peer_addr()) {
+        limits
+            .check_auth(peer.ip(), metrics)
+            .map_err(ApiError::from)?;
+    }
+    next.call(req).await
 }
 
 /// Usernames: 3 to 32 of `a-z 0-9 _ . -`.

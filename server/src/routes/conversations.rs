@@ -12,6 +12,7 @@ use validator::Validate;
 use super::{MessagePageView, validated};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
+use crate::realtime::dispatch::Dispatcher;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -287,11 +288,16 @@ pub(crate) struct SendRequest {
 /// 201 with the stored message; 200 with the same message when `clientMsgId` was sent before.
 pub(crate) async fn send(
     engine: web::Data<Engine>,
+    dispatcher: web::Data<Dispatcher>,
     caller: AuthUser,
     path: web::Path<i64>,
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
     let request = validated(body.into_inner())?;
+    dispatcher
+        .limits
+        .check_send(caller.0, &dispatcher.metrics)?;
     let send = SendMessage {
         conversation_id: ConversationId(path.into_inner()),
         client_msg_id: request.client_msg_id,
@@ -299,6 +305,11 @@ pub(crate) async fn send(
         reply_to_id: request.reply_to_id,
     };
     let (message, created) = engine.send_message(caller.0, send).await?;
+    dispatcher.metrics.messages_sent.inc();
+    dispatcher
+        .metrics
+        .send_to_ack_seconds
+        .observe(started.elapsed().as_secs_f64());
     let mut response = if created {
         HttpResponse::Created()
     } else {

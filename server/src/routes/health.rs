@@ -7,7 +7,23 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
-        .route("/ready", web::get().to(ready));
+        .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics));
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"))
+)]
+/// # GET /api/v1/metrics
+///
+/// Prometheus text format.
+pub(crate) async fn metrics(metrics: web::Data<crate::metrics::Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.render())
 }
 
 #[utoipa::path(

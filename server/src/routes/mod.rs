@@ -32,8 +32,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "This document"))
+)]
 /// # GET /api/v1/openapi.json
-async fn openapi_json() -> actix_web::HttpResponse {
+pub(crate) async fn openapi_json() -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()
         .content_type("application/json")
         .body(crate::openapi::json())

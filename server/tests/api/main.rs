@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod conversations;
+mod limits;
 mod openapi;
 mod users;
 mod websocket;

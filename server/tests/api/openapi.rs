@@ -42,6 +42,8 @@ fn every_route_is_documented() {
         "/api/v1/messages/{id}",
         "/api/v1/health",
         "/api/v1/ready",
+        "/api/v1/metrics",
+        "/api/v1/openapi.json",
         "/api/v1/ws",
     ] {
         assert!(paths.contains_key(path), "{path} is not in the document");

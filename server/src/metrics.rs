@@ -1,0 +1,86 @@
+//! Prometheus metrics, served as text at `/api/v1/metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: IntGauge,
+    /// Attached sessions by transport.
+    pub sessions: IntGaugeVec,
+    /// Messages accepted (acked as stored), all transports.
+    pub messages_sent: IntCounter,
+    /// Events written to sockets (a message to N sessions counts N).
+    pub events_delivered: IntCounter,
+    /// Seconds from receiving a send to answering it (stored durably).
+    pub send_to_ack_seconds: Histogram,
+    /// Requests refused by a rate limit, by scope (auth, send, frame).
+    pub rate_limited: IntCounterVec,
+    /// HTTP responses by status class.
+    pub http_responses: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("courier".into()), None)?;
+        let connections = IntGauge::new("websocket_connections", "Open WebSocket connections")?;
+        let sessions = IntGaugeVec::new(
+            Opts::new("sessions", "Attached sessions by transport"),
+            &["transport"],
+        )?;
+        let messages_sent = IntCounter::new("messages_sent_total", "Messages stored and acked")?;
+        let events_delivered = IntCounter::new(
+            "events_delivered_total",
+            "Events written to sockets; a message to N sessions counts N",
+        )?;
+        let send_to_ack_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "send_to_ack_seconds",
+                "From receiving a send to acking it after the durable commit",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new("rate_limited_total", "Requests refused by a rate limit"),
+            &["scope"],
+        )?;
+        let http_responses = IntCounterVec::new(
+            Opts::new("http_responses_total", "HTTP responses by status class"),
+            &["class"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(sessions.clone()))?;
+        registry.register(Box::new(messages_sent.clone()))?;
+        registry.register(Box::new(events_delivered.clone()))?;
+        registry.register(Box::new(send_to_ack_seconds.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(http_responses.clone()))?;
+        Ok(Self {
+            registry,
+            connections,
+            sessions,
+            messages_sent,
+            events_delivered,
+            send_to_ack_seconds,
+            rate_limited,
+            http_responses,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "metrics failed to encode");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

@@ -22,9 +22,17 @@ use crate::protocol::{
 };
 use crate::store::{NewConversation, NewMessage, Store, Watermark};
 
+/// Hooks through which an embedding app measures the engine (metrics, traces).
+pub trait EngineObserver: Send + Sync + 'static {
+    /// A group commit finished: how many sends it carried, how long the store took, and
+    /// whether it committed.
+    fn commit_finished(&self, sends: usize, elapsed: std::time::Duration, committed: bool);
+}
+
 /// What every actor shares: the store, the bus, the limits and the registries.
 pub(crate) struct Core {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) observer: Option<Arc<dyn EngineObserver>>,
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) limits: Limits,
     pub(crate) users: Arc<UserDirectory>,
@@ -77,6 +85,7 @@ type BusFactory = Box<dyn FnOnce(LocalDelivery) -> Arc<dyn Bus>>;
 /// ```
 pub struct EngineBuilder {
     store: Arc<dyn Store>,
+    observer: Option<Arc<dyn EngineObserver>>,
     limits: Limits,
     bus: Option<BusFactory>,
 }
@@ -85,6 +94,12 @@ impl EngineBuilder {
     /// Replaces the default [`Limits`].
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Reports commits and other measurements to `observer`.
+    pub fn observer(mut self, observer: Arc<dyn EngineObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -107,6 +122,7 @@ impl EngineBuilder {
         Engine {
             core: Arc::new(Core {
                 store: self.store,
+                observer: self.observer,
                 bus,
                 limits: self.limits,
                 users,
@@ -195,6 +211,7 @@ impl Engine {
     pub fn builder(store: Arc<dyn Store>) -> EngineBuilder {
         EngineBuilder {
             store,
+            observer: None,
             limits: Limits::default(),
             bus: None,
         }

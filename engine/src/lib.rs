@@ -25,6 +25,8 @@ pub mod store;
 
 pub use actors::{CloseReason, Outbound, OutboundQueue, UserDirectory};
 pub use config::Limits;
-pub use engine::{CreateConversation, Engine, EngineBuilder, HistoryPage, MessagePage, Session};
+pub use engine::{
+    CreateConversation, Engine, EngineBuilder, EngineObserver, HistoryPage, MessagePage, Session,
+};
 pub use error::{EngineError, StoreError};
 pub use ids::{ConversationId, MessageId, Seq, SessionId, Timestamp, UserId};

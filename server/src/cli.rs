@@ -96,7 +96,7 @@ impl Settings {
             config.environment = environment;
         }
         if let Some(secret) = self.jwt_secret {
-            config.jwt_secret = Some(secret);
+            config.jwt_secret = Some(secret.into());
         }
         if let Some(cost) = self.bcrypt_cost {
             config.bcrypt_cost = cost;
@@ -108,5 +108,32 @@ impl Settings {
             config.cors_allowed_origins = origins;
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn flags_override_the_toml_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("courier.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\nbcrypt_cost = 10\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "courier",
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:7000",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Serve)));
+        let config = cli.settings.into_config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7000", "the flag wins");
+        assert_eq!(config.bcrypt_cost, 10, "the file fills what flags leave");
     }
 }

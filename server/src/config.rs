@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Where the server runs: production refuses weak secrets.
@@ -40,8 +41,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `development` or `production`.
     pub environment: Environment,
-    /// HS256 secret for access tokens (at least 32 bytes). Generated when absent in development.
-    pub jwt_secret: Option<String>,
+    /// HS256 secret for access tokens (at least 32 bytes). Generated when absent in
+    /// development. Redacted from `Debug` output and logs.
+    pub jwt_secret: Option<SecretString>,
     /// Lifetime of an access token, in seconds.
     pub access_token_ttl_s: u64,
     /// Lifetime of a refresh token, in seconds.
@@ -124,15 +126,16 @@ impl Config {
 
     /// The JWT secret to use: configured, or (development only) generated once and kept
     /// in the data directory so restarts keep sessions valid.
-    pub fn resolve_jwt_secret(&self) -> anyhow::Result<String> {
+    pub fn resolve_jwt_secret(&self) -> anyhow::Result<SecretString> {
         if let Some(secret) = &self.jwt_secret {
+            let secret = secret.expose_secret();
             let weak = secret.len() < MIN_JWT_SECRET_BYTES || secret.contains("change-me");
             if weak && self.environment == Environment::Production {
                 anyhow::bail!(
                     "jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes and not a placeholder in production"
                 );
             }
-            return Ok(secret.clone());
+            return Ok(secret.into());
         }
         if self.environment == Environment::Production {
             anyhow::bail!("COURIER_JWT_SECRET must be set in production");
@@ -141,14 +144,14 @@ impl Config {
         if let Ok(existing) = std::fs::read_to_string(&path) {
             let existing = existing.trim().to_owned();
             if existing.len() >= MIN_JWT_SECRET_BYTES {
-                return Ok(existing);
+                return Ok(existing.into());
             }
         }
         std::fs::create_dir_all(&self.data_dir)?;
         let secret = crate::auth::tokens::random_token();
         std::fs::write(&path, &secret)?;
         restrict_to_owner(&path)?;
-        Ok(secret)
+        Ok(secret.into())
     }
 }
 
@@ -161,4 +164,52 @@ fn restrict_to_owner(path: &std::path::Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn restrict_to_owner(_path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_refuses_missing_short_or_placeholder_secrets() {
+        let production = |secret: Option<&str>| Config {
+            environment: Environment::Production,
+            jwt_secret: secret.map(|s| s.to_owned().into()),
+            ..Config::default()
+        };
+        assert!(production(None).resolve_jwt_secret().is_err());
+        assert!(production(Some("short")).resolve_jwt_secret().is_err());
+        let placeholder = "change-me-change-me-change-me-change-me";
+        assert!(production(Some(placeholder)).resolve_jwt_secret().is_err());
+        let strong = "k3Yq9v2WfJ0sX8pLr5tZ1nB7cD4hG6mQ";
+        assert!(production(Some(strong)).resolve_jwt_secret().is_ok());
+    }
+
+    #[test]
+    fn development_generates_a_secret_once_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let first = config.resolve_jwt_secret().unwrap();
+        let second = config.resolve_jwt_secret().unwrap();
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert!(first.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
+        assert!(!format!("{config:?}").contains(first.expose_secret()));
+    }
+
+    #[test]
+    fn toml_files_are_read_and_unknown_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("courier.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\nsends_per_second = 5\n").unwrap();
+        let config = Config::from_toml_file(&path).unwrap();
+        assert_eq!(
+            (config.listen.as_str(), config.sends_per_second),
+            ("0.0.0.0:9000", 5)
+        );
+        std::fs::write(&path, "lisen = \"typo\"\n").unwrap();
+        assert!(Config::from_toml_file(&path).is_err());
+    }
 }

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// HTTP responses by status class.
     pub http_responses: IntCounterVec,
+    /// Seconds a group commit spent in the store.
+    pub store_commit_seconds: Histogram,
+    /// Sends per group commit.
+    pub commit_batch_size: Histogram,
+    /// Group commits that failed.
+    pub commit_failures: IntCounter,
 }
 
 impl Metrics {
@@ -55,6 +61,24 @@ impl Metrics {
             Opts::new("http_responses_total", "HTTP responses by status class"),
             &["class"],
         )?;
+        let store_commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "store_commit_seconds",
+                "Seconds a group commit spent in the store",
+            )
+            .buckets(vec![
+                0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )?;
+        let commit_batch_size = Histogram::with_opts(
+            HistogramOpts::new("commit_batch_size", "Sends written by one group commit")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )?;
+        let commit_failures =
+            IntCounter::new("commit_failures_total", "Group commits that failed")?;
+        registry.register(Box::new(store_commit_seconds.clone()))?;
+        registry.register(Box::new(commit_batch_size.clone()))?;
+        registry.register(Box::new(commit_failures.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
         registry.register(Box::new(messages_sent.clone()))?;
@@ -71,6 +95,9 @@ impl Metrics {
             send_to_ack_seconds,
             rate_limited,
             http_responses,
+            store_commit_seconds,
+            commit_batch_size,
+            commit_failures,
         })
     }
 
@@ -82,5 +109,15 @@ impl Metrics {
             tracing::error!(%error, "metrics failed to encode");
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl courier_engine::EngineObserver for Metrics {
+    fn commit_finished(&self, sends: usize, elapsed: std::time::Duration, committed: bool) {
+        self.store_commit_seconds.observe(elapsed.as_secs_f64());
+        self.commit_batch_size.observe(sends as f64);
+        if !committed {
+            self.commit_failures.inc();
+        }
     }
 }

@@ -55,9 +55,13 @@ impl Application {
             outbound_queue_capacity: config.outbound_queue_capacity,
             ..Limits::default()
         };
-        let engine = Engine::builder(Arc::new(store)).limits(limits).build();
+        let metrics = Arc::new(Metrics::new()?);
+        let engine = Engine::builder(Arc::new(store))
+            .limits(limits)
+            .observer(metrics.clone())
+            .build();
         let tokens = Tokens::new(
-            &secret,
+            secrecy::ExposeSecret::expose_secret(&secret),
             config.access_token_ttl(),
             config.refresh_token_ttl(),
         );
@@ -72,7 +76,7 @@ impl Application {
         let sockets = web::Data::new(SocketSettings {
             max_frame_bytes: config.ws_max_frame_bytes,
         });
-        let metrics = web::Data::new(Metrics::new()?);
+        let metrics = web::Data::from(metrics);
         let limits = web::Data::new(RateLimits::new(&config));
         let dispatcher = web::Data::new(Dispatcher {
             limits: limits.clone().into_inner(),

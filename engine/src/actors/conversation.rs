@@ -127,9 +127,14 @@ impl ConversationActor {
         let store = Arc::clone(&self.core.store);
         let id = self.id;
         self.committing = true;
+        let size = sends.len();
+        let started = Instant::now();
         let commit = async move { store.append_messages(id, sends).await };
         ctx.spawn(commit.into_actor(self).map(move |result, actor, ctx| {
             actor.committing = false;
+            if let Some(observer) = &actor.core.observer {
+                observer.commit_finished(size, started.elapsed(), result.is_ok());
+            }
             actor.settle(ctx, batch, result);
             actor.commit_queued(ctx);
         }));

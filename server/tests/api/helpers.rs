@@ -38,7 +38,7 @@ pub async fn spawn_app_with(database: TestDatabase, tweak: impl FnOnce(&mut Conf
         listen: "127.0.0.1:0".into(),
         database_url: database.url().to_owned(),
         data_dir: data_dir.path().to_owned(),
-        jwt_secret: Some("test-secret-test-secret-test-secret!".into()),
+        jwt_secret: Some("test-secret-test-secret-test-secret!".to_owned().into()),
         bcrypt_cost: 4,
         ..Config::default()
     };

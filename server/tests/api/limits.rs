@@ -134,4 +134,6 @@ async fn metrics_count_what_happened(db: TestDatabase) {
     assert!(value("courier_events_delivered_total") >= 1.0);
     assert_eq!(value("courier_send_to_ack_seconds_count"), 1.0);
     assert!(value("courier_http_responses_total{class=\"2xx\"}") >= 4.0);
+    assert_eq!(value("courier_store_commit_seconds_count"), 1.0);
+    assert_eq!(value("courier_commit_batch_size_sum"), 1.0);
 }

@@ -57,6 +57,25 @@ pub enum ClientCommand {
 }
 
 impl ClientCommand {
+    /// Every command's wire name, in declaration order (for protocol documents and checks).
+    pub const NAMES: &'static [&'static str] = &[
+        "message:send",
+        "message:edit",
+        "message:delete",
+        "message:delivered",
+        "message:read",
+        "typing:start",
+        "typing:stop",
+        "sync",
+        "room:join",
+        "room:leave",
+        "status:update",
+        "call:offer",
+        "call:answer",
+        "call:ice",
+        "call:hangup",
+    ];
+
     /// The wire name of this command (`"message:send"`...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -192,4 +211,97 @@ pub enum Reply {
     /// Nothing is sent back (typing).
     #[serde(skip)]
     None,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One command of every variant, in declaration order.
+    fn every_command() -> Vec<ClientCommand> {
+        let conversation_id = ConversationId(2);
+        let room = ConversationRef { conversation_id };
+        let receipt = ReceiptUpdate {
+            conversation_id,
+            seq: Seq(3),
+        };
+        let signal = CallSignal {
+            call_id: "k".into(),
+            to_user_id: UserId(4),
+            sdp: None,
+            candidate: None,
+        };
+        let all = vec![
+            ClientCommand::SendMessage(SendMessage {
+                conversation_id,
+                client_msg_id: "c-1".into(),
+                body: "hi".into(),
+                reply_to_id: None,
+            }),
+            ClientCommand::EditMessage(EditMessage {
+                message_id: MessageId(1),
+                body: "hello".into(),
+            }),
+            ClientCommand::DeleteMessage(DeleteMessage {
+                message_id: MessageId(1),
+            }),
+            ClientCommand::MarkDelivered(receipt),
+            ClientCommand::MarkRead(receipt),
+            ClientCommand::StartTyping(room),
+            ClientCommand::StopTyping(room),
+            ClientCommand::Sync(SyncRequest {
+                conversation_id,
+                after_seq: Seq(0),
+                limit: None,
+            }),
+            ClientCommand::JoinRoom(room),
+            ClientCommand::LeaveRoom(room),
+            ClientCommand::UpdateStatus(StatusUpdate {
+                status: PresenceStatus::Away,
+                text: None,
+            }),
+            ClientCommand::CallOffer(signal.clone()),
+            ClientCommand::CallAnswer(signal.clone()),
+            ClientCommand::CallIce(signal.clone()),
+            ClientCommand::CallHangup(signal),
+        ];
+        // Exhaustive on purpose: a new variant does not compile here until it is added
+        // to the list above (and then the tests below demand it in `NAMES`).
+        for command in &all {
+            match command {
+                ClientCommand::SendMessage(_)
+                | ClientCommand::EditMessage(_)
+                | ClientCommand::DeleteMessage(_)
+                | ClientCommand::MarkDelivered(_)
+                | ClientCommand::MarkRead(_)
+                | ClientCommand::StartTyping(_)
+                | ClientCommand::StopTyping(_)
+                | ClientCommand::Sync(_)
+                | ClientCommand::JoinRoom(_)
+                | ClientCommand::LeaveRoom(_)
+                | ClientCommand::UpdateStatus(_)
+                | ClientCommand::CallOffer(_)
+                | ClientCommand::CallAnswer(_)
+                | ClientCommand::CallIce(_)
+                | ClientCommand::CallHangup(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn names_list_every_variant_once_in_declaration_order() {
+        let names: Vec<&str> = every_command().iter().map(ClientCommand::name).collect();
+        assert_eq!(names, ClientCommand::NAMES);
+    }
+
+    #[test]
+    fn names_are_the_serde_tags() {
+        for command in every_command() {
+            let value = serde_json::to_value(&command).unwrap();
+            assert_eq!(value["type"], command.name());
+            let back: ClientCommand = serde_json::from_value(value).unwrap();
+            assert_eq!(back, command);
+        }
+    }
 }

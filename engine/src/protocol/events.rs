@@ -136,6 +136,27 @@ pub struct CallRelayed {
 }
 
 impl ServerEvent {
+    /// Every event's wire name, in declaration order (for protocol documents and checks).
+    pub const NAMES: &'static [&'static str] = &[
+        "message:received",
+        "message:edited",
+        "message:deleted",
+        "message:delivered",
+        "message:read",
+        "typing:started",
+        "typing:stopped",
+        "user:online",
+        "user:offline",
+        "user:status",
+        "conversation:created",
+        "member:joined",
+        "member:left",
+        "call:offer",
+        "call:answer",
+        "call:ice",
+        "call:hangup",
+    ];
+
     /// The wire name (`"message:received"`...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -378,5 +399,72 @@ mod tests {
         assert_eq!(value["data"]["conversationId"], 2);
         assert_eq!(value["data"]["createdAt"], "1970-01-01T00:00:00.000Z");
         assert!(value["data"]["replyTo"].is_null());
+    }
+
+    /// One event of every variant, in declaration order.
+    fn every_event() -> Vec<ServerEvent> {
+        use crate::protocol::{ConversationKind, Member, MemberRole};
+
+        let mut all = sample_events();
+        let created = ServerEvent::ConversationCreated(Conversation {
+            id: ConversationId(2),
+            kind: ConversationKind::Group,
+            title: Some("team".into()),
+            last_seq: Seq(0),
+            created_by: UserId(4),
+            created_at: Timestamp(0),
+            members: vec![Member {
+                user_id: UserId(4),
+                role: MemberRole::Owner,
+                delivered_seq: Seq(0),
+                read_seq: Seq(0),
+                joined_at: Timestamp(0),
+            }],
+        });
+        let at = all
+            .iter()
+            .position(|event| matches!(event, ServerEvent::MemberJoined(_)))
+            .unwrap_or(all.len());
+        all.insert(at, created);
+        // Exhaustive on purpose: a new variant does not compile here until it is added
+        // to the events above (and then the tests below demand it in `NAMES`).
+        for event in &all {
+            match event {
+                ServerEvent::MessageReceived(_)
+                | ServerEvent::MessageEdited(_)
+                | ServerEvent::MessageDeleted(_)
+                | ServerEvent::MessageDelivered(_)
+                | ServerEvent::MessageRead(_)
+                | ServerEvent::TypingStarted(_)
+                | ServerEvent::TypingStopped(_)
+                | ServerEvent::UserOnline(_)
+                | ServerEvent::UserOffline(_)
+                | ServerEvent::UserStatus(_)
+                | ServerEvent::ConversationCreated(_)
+                | ServerEvent::MemberJoined(_)
+                | ServerEvent::MemberLeft(_)
+                | ServerEvent::CallOffer(_)
+                | ServerEvent::CallAnswer(_)
+                | ServerEvent::CallIce(_)
+                | ServerEvent::CallHangup(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn names_list_every_variant_once_in_declaration_order() {
+        let names: Vec<&str> = every_event().iter().map(ServerEvent::name).collect();
+        assert_eq!(names, ServerEvent::NAMES);
+    }
+
+    #[test]
+    fn names_are_the_serde_tags() {
+        for event in every_event() {
+            let frame = event.encode();
+            let value: serde_json::Value = serde_json::from_slice(frame.json()).unwrap();
+            assert_eq!(value["type"], event.name());
+            assert_eq!(frame.decode().unwrap(), event);
+        }
     }
 }

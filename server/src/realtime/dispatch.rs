@@ -210,11 +210,15 @@ impl Dispatcher {
     }
 
     /// Checks one incoming frame against its socket's limiter; the error frame if refused.
-    pub fn check_frame(&self, limiter: &DefaultDirectRateLimiter) -> Option<String> {
+    pub fn check_frame(
+        &self,
+        limiter: &DefaultDirectRateLimiter,
+        reference: &Option<Value>,
+    ) -> Option<String> {
         self.limits
             .check_frame(limiter, &self.metrics)
             .err()
-            .map(|error| engine_error_frame(&None, &error))
+            .map(|error| engine_error_frame(reference, &error))
     }
 }
 

@@ -103,11 +103,16 @@ struct NativeSocket {
 
 impl NativeSocket {
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        if let Some(refused) = self.dispatcher.check_frame(&self.frames) {
+        // Decoded before the limit is checked, so a refusal carries the frame's ref.
+        let inbound = dispatch::decode(text);
+        let reference = match &inbound {
+            Inbound::Command { reference, .. } | Inbound::Invalid { reference, .. } => reference,
+        };
+        if let Some(refused) = self.dispatcher.check_frame(&self.frames, reference) {
             ctx.text(refused);
             return;
         }
-        let (reference, command) = match dispatch::decode(text) {
+        let (reference, command) = match inbound {
             Inbound::Command { reference, command } => (reference, command),
             Inbound::Invalid {
                 reference,

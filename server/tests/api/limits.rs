@@ -101,6 +101,10 @@ async fn socket_frames_are_limited_per_session(db: TestDatabase) {
         .next_where(|frame| frame["error"] == "rate_limited")
         .await;
     assert_eq!(refused["type"], "error");
+    assert!(
+        refused["ref"].is_string(),
+        "the refused frame's ref comes back: {refused}"
+    );
     assert!(refused["retryAfter"].is_u64());
 }
 

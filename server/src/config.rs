@@ -66,6 +66,9 @@ pub struct Config {
     pub sends_per_second: u32,
     /// Frames one WebSocket session may send per second.
     pub ws_frames_per_second: u32,
+    /// How long a user stays online after their last connection closes, in milliseconds
+    /// (a reload or network hand-over within it shows no offline/online flap).
+    pub presence_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             auth_requests_per_minute: 20,
             sends_per_second: 20,
             ws_frames_per_second: 50,
+            presence_grace_ms: 5_000,
         }
     }
 }

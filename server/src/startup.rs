@@ -53,6 +53,7 @@ impl Application {
         let store = open_store(&config).await?;
         let limits = Limits {
             outbound_queue_capacity: config.outbound_queue_capacity,
+            presence_grace: Duration::from_millis(config.presence_grace_ms),
             ..Limits::default()
         };
         let metrics = Arc::new(Metrics::new()?);

@@ -13,6 +13,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 pub struct TestApp {
     pub base: String,
+    /// The database the server runs on.
+    pub database_url: String,
     pub port: u16,
     pub http: reqwest::Client,
     pub shutdown: ShutdownHandle,
@@ -40,6 +42,7 @@ pub async fn spawn_app_with(database: TestDatabase, tweak: impl FnOnce(&mut Conf
         data_dir: data_dir.path().to_owned(),
         jwt_secret: Some("test-secret-test-secret-test-secret!".to_owned().into()),
         bcrypt_cost: 4,
+        presence_grace_ms: 200,
         ..Config::default()
     };
     tweak(&mut config);
@@ -49,6 +52,7 @@ pub async fn spawn_app_with(database: TestDatabase, tweak: impl FnOnce(&mut Conf
     actix_rt::spawn(app.run());
     TestApp {
         base: format!("http://127.0.0.1:{port}/api/v1"),
+        database_url: database.url().to_owned(),
         port,
         http: reqwest::Client::new(),
         shutdown,

@@ -18,7 +18,48 @@ courier_test_db::on_both_stores!(
     calls_are_relayed,
     unauthenticated_upgrades_are_refused,
     graceful_shutdown_says_going_away,
+    presence_events_reach_contacts,
 );
+
+async fn presence_events_reach_contacts(db: TestDatabase) {
+    let app = spawn_app(db).await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let eve = app.register("eve").await;
+    app.post(
+        "/conversations",
+        Some(&ann.access),
+        json!({"kind": "direct", "peerId": bob.id}),
+    )
+    .await;
+    let mut bob_ws = app.socket(&bob).await;
+    let mut eve_ws = app.socket(&eve).await;
+    let mut ann_ws = app.socket(&ann).await;
+    let online = bob_ws
+        .next_where(|f| f["type"] == "user:online" && f["data"]["userId"] == ann.id)
+        .await;
+    assert_eq!(online["data"]["lastSeen"], Value::Null);
+    let ack = ann_ws
+        .request(
+            "status:update",
+            json!({"status": "busy", "text": "in a meeting"}),
+        )
+        .await;
+    assert_eq!(ack["type"], "ack");
+    let changed = bob_ws.next_event("user:status").await;
+    assert_eq!(
+        changed["data"],
+        json!({"userId": ann.id, "status": "busy", "text": "in a meeting"})
+    );
+    drop(ann_ws);
+    let offline = bob_ws
+        .next_where(|f| f["type"] == "user:offline" && f["data"]["userId"] == ann.id)
+        .await;
+    assert!(offline["data"]["lastSeen"].is_string());
+    eve_ws
+        .assert_none(QUIET, |f| f["data"]["userId"] == ann.id)
+        .await;
+}
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -359,4 +400,19 @@ async fn graceful_shutdown_says_going_away(db: TestDatabase) {
     actix_rt::spawn(async move { shutdown.stop().await });
     let reason = socket.closed().await.expect("a close reason");
     assert_eq!(reason.code, ws::CloseCode::Away);
+    // The acked message is in the store after the server stopped.
+    use courier_engine::store::{DieselStore, MessageStore, StoreConfig};
+    let store = DieselStore::connect(StoreConfig::new(app.database_url.clone()))
+        .await
+        .unwrap();
+    let stored = store
+        .messages_after(
+            courier_engine::ConversationId(group),
+            courier_engine::Seq(0),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].client_msg_id, "last");
 }

@@ -21,13 +21,14 @@ impl FromRequest for AuthUser {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req, false))
+        ready(authenticate(req, false).map(|(user, _)| user))
     }
 }
 
 /// Reads the bearer token, or with `allow_query` the `access_token` query parameter
-/// (browsers cannot set headers on a WebSocket).
-pub fn authenticate(req: &HttpRequest, allow_query: bool) -> Result<AuthUser, ApiError> {
+/// (browsers cannot set headers on a WebSocket). Answers the caller and when the token
+/// expires, in seconds since the epoch.
+pub fn authenticate(req: &HttpRequest, allow_query: bool) -> Result<(AuthUser, i64), ApiError> {
     let tokens = req
         .app_data::<web::Data<Tokens>>()
         .ok_or_else(|| ApiError::internal("token service missing"))?;
@@ -44,7 +45,8 @@ pub fn authenticate(req: &HttpRequest, allow_query: bool) -> Result<AuthUser, Ap
         None => None,
     };
     let token = token.ok_or_else(|| ApiError::unauthorized("missing access token"))?;
-    tokens.verify_access(&token).map(AuthUser)
+    let (user, expires_at) = tokens.verify_access(&token)?;
+    Ok((AuthUser(user), expires_at))
 }
 
 #[derive(serde::Deserialize)]

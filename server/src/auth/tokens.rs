@@ -69,17 +69,20 @@ impl Tokens {
         }
     }
 
-    /// The user an access token names, if it is valid and unexpired.
-    pub fn verify_access(&self, token: &str) -> Result<UserId, ApiError> {
+    /// The user an access token names and when it expires (seconds since the epoch), if
+    /// it is valid and unexpired.
+    pub fn verify_access(&self, token: &str) -> Result<(UserId, i64), ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|_| ApiError::unauthorized("invalid or expired access token"))?;
-        data.claims
+        let user = data
+            .claims
             .sub
             .parse::<i64>()
             .map(UserId)
-            .map_err(|_| ApiError::unauthorized("invalid access token"))
+            .map_err(|_| ApiError::unauthorized("invalid access token"))?;
+        Ok((user, data.claims.exp))
     }
 
     fn access_token(&self, user: UserId) -> Result<String, ApiError> {

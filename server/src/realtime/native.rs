@@ -22,6 +22,8 @@ use crate::startup::SocketSettings;
 
 /// How often the server pings: below the idle timeouts of common proxies (60 s).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
+/// Close code when the access token the socket was opened with expires.
+pub const TOKEN_EXPIRED_CLOSE_CODE: u16 = 4001;
 /// A client silent this long (no frame, no pong) is gone: two missed pings and a margin.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -47,12 +49,13 @@ pub async fn connect(
     settings: web::Data<SocketSettings>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let caller = auth::authenticate(&req, true)?;
+    let (caller, expires_at) = auth::authenticate(&req, true)?;
     let socket = NativeSocket {
         user: caller.0,
         session: None,
         written_before_attach: 0,
         last_heard: Instant::now(),
+        token_expires_at: expires_at,
         frames: dispatcher.limits.frame_limiter(),
         dispatcher: dispatcher.into_inner(),
     };
@@ -96,6 +99,8 @@ struct NativeSocket {
     /// Frames written before [`Attached`] arrived, to report to the queue then.
     written_before_attach: usize,
     last_heard: Instant,
+    /// When the access token it was opened with expires (seconds since the epoch).
+    token_expires_at: i64,
     /// This socket's frame rate limit.
     frames: DefaultDirectRateLimiter,
     dispatcher: Arc<Dispatcher>,
@@ -161,6 +166,17 @@ impl Actor for NativeSocket {
         let metrics = &self.dispatcher.metrics;
         metrics.connections.inc();
         metrics.sessions.with_label_values(&["native"]).inc();
+        // A socket lives no longer than its access token: the client reconnects with a
+        // refreshed one, so a revoked account loses its sockets within one token lifetime.
+        let now = courier_engine::Timestamp::now().as_millis() / 1000;
+        let remaining = u64::try_from(self.token_expires_at - now).unwrap_or(0);
+        ctx.run_later(Duration::from_secs(remaining), |_, ctx| {
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Other(TOKEN_EXPIRED_CLOSE_CODE),
+                description: Some("token_expired".into()),
+            }));
+            ctx.stop();
+        });
         ctx.run_interval(HEARTBEAT_INTERVAL, |socket, ctx| {
             if socket.last_heard.elapsed() > CLIENT_TIMEOUT {
                 tracing::debug!(user = %socket.user, "client timed out");

@@ -19,7 +19,17 @@ courier_test_db::on_both_stores!(
     unauthenticated_upgrades_are_refused,
     graceful_shutdown_says_going_away,
     presence_events_reach_contacts,
+    sockets_close_when_their_token_expires,
 );
+
+async fn sockets_close_when_their_token_expires(db: TestDatabase) {
+    let app = spawn_app_with(db, |config| config.access_token_ttl_s = 2).await;
+    let ann = app.register("ann").await;
+    let mut socket = app.socket(&ann).await;
+    let reason = socket.closed().await.expect("a close reason");
+    assert_eq!(reason.code, ws::CloseCode::Other(4001));
+    assert_eq!(reason.description.as_deref(), Some("token_expired"));
+}
 
 async fn presence_events_reach_contacts(db: TestDatabase) {
     let app = spawn_app(db).await;

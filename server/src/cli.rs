@@ -62,6 +62,9 @@ pub struct Settings {
     /// text or json.
     #[arg(long, env = "COURIER_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    /// Milliseconds a user stays online after their last connection closes.
+    #[arg(long, env = "COURIER_PRESENCE_GRACE_MS", global = true)]
+    pub presence_grace_ms: Option<u64>,
     /// Comma-separated origins allowed by CORS.
     #[arg(
         long,
@@ -103,6 +106,9 @@ impl Settings {
         }
         if let Some(format) = self.log_format {
             config.log_format = format;
+        }
+        if let Some(grace) = self.presence_grace_ms {
+            config.presence_grace_ms = grace;
         }
         if let Some(origins) = self.cors_allowed_origins {
             config.cors_allowed_origins = origins;

@@ -78,26 +78,41 @@ pub fn decode(text: &str) -> Inbound {
         reference,
         data,
     } = raw;
-    let tagged = serde_json::json!({ "type": kind, "data": data.unwrap_or(Value::Null) });
-    match serde_json::from_value::<ClientCommand>(tagged) {
+    match decode_command(&kind, data.unwrap_or(Value::Null)) {
         Ok(command) => Inbound::Command { reference, command },
-        Err(error) => {
-            let unknown = error.to_string().starts_with("unknown variant");
-            Inbound::Invalid {
-                reference,
-                code: if unknown {
-                    codes::UNKNOWN_TYPE
-                } else {
-                    codes::VALIDATION_FAILED
-                },
-                message: if unknown {
-                    format!("unknown event type {kind:?}")
-                } else {
-                    format!("invalid data for {kind}: {error}")
-                },
+        Err(Refused { code, message }) => Inbound::Invalid {
+            reference,
+            code,
+            message,
+        },
+    }
+}
+
+/// Why a command could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// One of [`codes`].
+    pub code: &'static str,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Decodes a command from its event name and data, whatever the framing.
+pub fn decode_command(kind: &str, data: Value) -> Result<ClientCommand, Refused> {
+    let tagged = serde_json::json!({ "type": kind, "data": data });
+    serde_json::from_value::<ClientCommand>(tagged).map_err(|error| {
+        if ClientCommand::NAMES.contains(&kind) {
+            Refused {
+                code: codes::VALIDATION_FAILED,
+                message: format!("invalid data for {kind}: {error}"),
+            }
+        } else {
+            Refused {
+                code: codes::UNKNOWN_TYPE,
+                message: format!("unknown event type {kind:?}"),
             }
         }
-    }
+    })
 }
 
 #[derive(Serialize)]
@@ -153,8 +168,9 @@ pub fn error_frame(
     })
 }
 
-/// The error frame for a failed command. Internal causes are logged, not sent.
-pub fn engine_error_frame(reference: &Option<Value>, error: &EngineError) -> String {
+/// What a client is told of a failed command: its code, a message (internal causes are
+/// logged, never sent) and, for rate limits, the seconds until a retry can succeed.
+pub fn describe(error: &EngineError) -> (&'static str, String, Option<u64>) {
     let retry_after = match error {
         EngineError::RateLimited { retry_after_ms } => Some(retry_after_ms.div_ceil(1000)),
         _ => None,
@@ -170,7 +186,13 @@ pub fn engine_error_frame(reference: &Option<Value>, error: &EngineError) -> Str
         }
         other => other.to_string(),
     };
-    error_frame(reference, error.code(), &message, retry_after)
+    (error.code(), message, retry_after)
+}
+
+/// The error frame for a failed command.
+pub fn engine_error_frame(reference: &Option<Value>, error: &EngineError) -> String {
+    let (code, message, retry_after) = describe(error);
+    error_frame(reference, code, &message, retry_after)
 }
 
 /// What every transport shares when it runs commands: limits and metrics.
@@ -182,31 +204,44 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs a decoded command for a session and returns the frame to send back, if any.
-    /// Sends count against the user's send limit, shared with REST.
+    /// Runs a decoded command for a session. Sends count against the user's send limit,
+    /// shared with REST, and are timed from here to their ack.
+    pub async fn execute(
+        &self,
+        session: &Session,
+        command: ClientCommand,
+    ) -> Result<Reply, EngineError> {
+        let is_send = matches!(command, ClientCommand::SendMessage(_));
+        if is_send {
+            self.limits.check_send(session.user(), &self.metrics)?;
+        }
+        let started = Instant::now();
+        let reply = session.execute(command).await?;
+        if is_send {
+            self.metrics.messages_sent.inc();
+            self.metrics
+                .send_to_ack_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(reply)
+    }
+
+    /// Runs a decoded command and returns the native frame to send back, if any.
     pub async fn run(
         &self,
         session: &Session,
         reference: Option<Value>,
         command: ClientCommand,
     ) -> Option<String> {
-        let is_send = matches!(command, ClientCommand::SendMessage(_));
-        if is_send && let Err(error) = self.limits.check_send(session.user(), &self.metrics) {
-            return Some(engine_error_frame(&reference, &error));
-        }
-        let started = Instant::now();
-        match session.execute(command).await {
-            Ok(reply) => {
-                if is_send {
-                    self.metrics.messages_sent.inc();
-                    self.metrics
-                        .send_to_ack_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                ack_frame(&reference, &reply)
-            }
+        match self.execute(session, command).await {
+            Ok(reply) => ack_frame(&reference, &reply),
             Err(error) => Some(engine_error_frame(&reference, &error)),
         }
+    }
+
+    /// Checks one incoming frame against its socket's limiter.
+    pub fn allow_frame(&self, limiter: &DefaultDirectRateLimiter) -> Result<(), EngineError> {
+        self.limits.check_frame(limiter, &self.metrics)
     }
 
     /// Checks one incoming frame against its socket's limiter; the error frame if refused.
@@ -215,8 +250,7 @@ impl Dispatcher {
         limiter: &DefaultDirectRateLimiter,
         reference: &Option<Value>,
     ) -> Option<String> {
-        self.limits
-            .check_frame(limiter, &self.metrics)
+        self.allow_frame(limiter)
             .err()
             .map(|error| engine_error_frame(reference, &error))
     }

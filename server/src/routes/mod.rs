@@ -20,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi(),
         ),
     )
+    .configure(crate::realtime::socketio::configure)
     .service(
         web::scope("/api/v1")
             .configure(health::configure)

@@ -231,7 +231,7 @@ mod tests {
             }
         );
         assert_eq!(
-            SocketPacket::parse("/,2[\"x\"]").unwrap(),
+            SocketPacket::parse("2/,[\"x\"]").unwrap(),
             SocketPacket::Event {
                 name: "x".into(),
                 args: vec![],

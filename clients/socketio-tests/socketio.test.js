@@ -86,8 +86,8 @@ async function group(owner, members) {
 }
 
 const clients = [];
-function connect(user, token = user.token) {
-  const socket = io(base, { transports: ["websocket"], auth: { token }, reconnection: false });
+function connect(user, transports = ["websocket"]) {
+  const socket = io(base, { transports, auth: { token: user.token }, reconnection: false });
   clients.push(socket);
   return socket;
 }
@@ -270,4 +270,32 @@ test("native WebSocket and Socket.IO clients see the same messages in the same o
   native.close();
   assert.deepEqual(viaSocketIo.map((m) => m.seq), Array.from({ length: count }, (_, n) => n + 1));
   assert.deepEqual(viaNative, viaSocketIo, "same messages, same order, same payloads");
+});
+
+test("the default transports: long-polling first, then the upgrade to websocket", async () => {
+  const ann = await register("ann");
+  const bob = await register("bob");
+  const conversationId = await group(ann, [bob]);
+  const annSocket = io(base, { auth: { token: ann.token }, reconnection: false });
+  clients.push(annSocket);
+  const bobSocket = connect(bob, ["polling"]);
+  await Promise.all([connected(annSocket), connected(bobSocket)]);
+  assert.equal(bobSocket.io.engine.transport.name, "polling");
+
+  const first = next(bobSocket, "message:received");
+  const sent = await emit(annSocket, "message:send", { conversationId, clientMsgId: "p1", body: "over polling" });
+  assert.deepEqual(await first, sent.message, "a polling client receives pushes");
+
+  if (annSocket.io.engine.transport.name !== "websocket") {
+    await withTimeout(new Promise((resolveUpgrade) => annSocket.io.engine.once("upgrade", resolveUpgrade)), "upgrade");
+  }
+  assert.equal(annSocket.io.engine.transport.name, "websocket");
+  const second = next(bobSocket, "message:received");
+  const again = await emit(annSocket, "message:send", { conversationId, clientMsgId: "p2", body: "after the upgrade" });
+  assert.equal(again.message.seq, 2);
+  assert.deepEqual(await second, again.message);
+
+  const reply = next(annSocket, "message:received", (m) => m.clientMsgId === "p3");
+  const fromPolling = await emit(bobSocket, "message:send", { conversationId, clientMsgId: "p3", body: "from polling" });
+  assert.deepEqual(await reply, fromPolling.message, "an upgraded client receives pushes");
 });

@@ -91,6 +91,9 @@ impl Application {
                 idle_limits.forget_idle();
             }
         });
+        let socketio = web::Data::new(crate::realtime::socketio::SocketIoState {
+            registry: Arc::default(),
+        });
         let json_limit = config.max_json_body_bytes;
         let origins = config.cors_allowed_origins.clone();
         let server = HttpServer::new(move || {
@@ -105,6 +108,8 @@ impl Application {
                 .app_data(metrics.clone())
                 .app_data(limits.clone())
                 .app_data(dispatcher.clone())
+                .app_data(socketio.clone())
+                .app_data(web::PayloadConfig::new(json_limit))
                 .app_data(
                     web::JsonConfig::default()
                         .limit(json_limit)

@@ -2,21 +2,33 @@
 //! namespace, so existing `socket.io-client` apps connect unchanged. Events, payloads and
 //! replies are those of the native protocol; the ack callback gets the reply.
 //!
-//! Transport: WebSocket (`transports: ['websocket']`). HTTP long-polling answers 400 with
-//! a clear message until it is served.
+//! Transports: HTTP long-polling with the upgrade to WebSocket (the official client's
+//! default), or WebSocket alone (`transports: ['websocket']`).
 
+mod connection;
 pub mod packet;
+mod polling;
 mod websocket;
 
+use std::sync::Arc;
+
 use actix_web::{HttpRequest, HttpResponse, web};
+use courier_engine::Engine;
 use serde::Deserialize;
 
+pub use polling::PollingRegistry;
+
+use self::connection::Connection;
+use self::polling::{Poll, PollingIo, Posted};
+use crate::auth::Tokens;
 use crate::error::{ApiError, ErrorCode};
+use crate::realtime::dispatch::Dispatcher;
+use crate::startup::SocketSettings;
 
 /// Mounts `/socket.io/`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/socket.io/", web::get().to(handshake))
-        .route("/socket.io/", web::post().to(handshake_post));
+    cfg.route("/socket.io/", web::get().to(get))
+        .route("/socket.io/", web::post().to(post));
 }
 
 #[derive(Debug, Deserialize)]
@@ -24,46 +36,98 @@ struct EngineQuery {
     #[serde(rename = "EIO")]
     eio: Option<String>,
     transport: Option<String>,
+    sid: Option<String>,
 }
 
-/// # GET /socket.io/?EIO=4&transport=websocket
-async fn handshake(
+/// What the handlers share.
+#[derive(Clone)]
+pub struct SocketIoState {
+    /// Long-polling sessions of this node.
+    pub registry: Arc<PollingRegistry>,
+}
+
+fn check_version(query: &EngineQuery) -> Result<(), ApiError> {
+    if query.eio.as_deref() == Some("4") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "only Engine.IO protocol 4 (EIO=4) is served",
+        ))
+    }
+}
+
+fn unknown_session() -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, "Session ID unknown")
+}
+
+fn text(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=UTF-8")
+        .body(body)
+}
+
+/// # GET /socket.io/?EIO=4&transport=polling|websocket[&sid=]
+#[allow(clippy::too_many_arguments)]
+async fn get(
     req: HttpRequest,
     stream: web::Payload,
     query: web::Query<EngineQuery>,
-    settings: web::Data<crate::startup::SocketSettings>,
-    dispatcher: web::Data<crate::realtime::dispatch::Dispatcher>,
-    engine: web::Data<courier_engine::Engine>,
-    tokens: web::Data<crate::auth::Tokens>,
+    settings: web::Data<SocketSettings>,
+    dispatcher: web::Data<Dispatcher>,
+    engine: web::Data<Engine>,
+    tokens: web::Data<Tokens>,
+    state: web::Data<SocketIoState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    if query.eio.as_deref() != Some("4") {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "only Engine.IO protocol 4 (EIO=4) is served",
+    check_version(&query)?;
+    let new_connection = || {
+        Connection::new(
+            engine.get_ref().clone(),
+            tokens.clone().into_inner(),
+            dispatcher.clone().into_inner(),
+            settings.max_frame_bytes,
         )
-        .into());
-    }
-    match query.transport.as_deref() {
-        Some("websocket") => websocket::connect(
-            req,
+    };
+    match (query.transport.as_deref(), query.sid.as_deref()) {
+        (Some("websocket"), None) => websocket::connect(
+            &req,
             stream,
             &settings,
-            dispatcher.into_inner(),
+            dispatcher.clone().into_inner(),
             engine.get_ref().clone(),
-            tokens.into_inner(),
+            tokens.clone().into_inner(),
         ),
-        Some("polling") => Err(polling_unsupported().into()),
+        (Some("websocket"), Some(sid)) => {
+            let polling = state.registry.get(sid).ok_or_else(unknown_session)?;
+            websocket::upgrade(&req, stream, &settings, polling)
+        }
+        (Some("polling"), None) => Ok(text(PollingIo::open(
+            new_connection(),
+            Arc::clone(&state.registry),
+        ))),
+        (Some("polling"), Some(sid)) => {
+            let polling = state.registry.get(sid).ok_or_else(unknown_session)?;
+            let waiting = polling
+                .send(Poll)
+                .await
+                .map_err(|_| unknown_session())?
+                .map_err(|reason| ApiError::new(ErrorCode::BadRequest, reason))?;
+            let payload = waiting.await.unwrap_or_else(|_| "1".into());
+            Ok(text(payload))
+        }
         _ => Err(ApiError::new(ErrorCode::BadRequest, "unknown transport").into()),
     }
 }
 
-async fn handshake_post() -> Result<HttpResponse, ApiError> {
-    Err(polling_unsupported())
-}
-
-fn polling_unsupported() -> ApiError {
-    ApiError::new(
-        ErrorCode::BadRequest,
-        "HTTP long-polling is not served yet: connect with transports: ['websocket']",
-    )
+/// # POST /socket.io/?EIO=4&transport=polling&sid=
+async fn post(
+    query: web::Query<EngineQuery>,
+    body: String,
+    state: web::Data<SocketIoState>,
+) -> Result<HttpResponse, ApiError> {
+    check_version(&query)?;
+    let sid = query.sid.as_deref().ok_or_else(unknown_session)?;
+    let polling = state.registry.get(sid).ok_or_else(unknown_session)?;
+    polling.do_send(Posted(body));
+    Ok(text("ok".into()))
 }

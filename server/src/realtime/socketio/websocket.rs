@@ -1,347 +1,226 @@
-//! The Socket.IO connection over a WebSocket: one Engine.IO packet per text frame.
+//! Socket.IO over a WebSocket: one Engine.IO packet per text frame. Either the whole
+//! connection (`transports: ['websocket']`) or the upgrade of a long-polling one.
 
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
-use courier_engine::protocol::Reply;
-use courier_engine::{CloseReason, Engine, EngineError, Outbound, Session};
-use governor::DefaultDirectRateLimiter;
-use serde_json::{Value, json};
+use courier_engine::{Engine, Outbound};
 
-use super::packet::{self, EnginePacket, PacketError, SocketPacket};
+use super::connection::{self, Connection, PING_INTERVAL, PING_TIMEOUT, SocketIoActor};
+use super::polling::{FromClient, PollingIo, Probed, SocketGone, Upgraded};
 use crate::auth::Tokens;
 use crate::error::{ApiError, ErrorCode};
-use crate::realtime::dispatch::{self, Dispatcher, Refused, codes};
+use crate::realtime::dispatch::Dispatcher;
 use crate::startup::SocketSettings;
 
-/// Engine.IO `pingInterval`: the server pings this often.
-const PING_INTERVAL: Duration = Duration::from_secs(25);
-/// Engine.IO `pingTimeout`: a client that has not answered a ping within this is gone.
-const PING_TIMEOUT: Duration = Duration::from_secs(20);
+fn bad_request(error: impl std::fmt::Display) -> actix_web::Error {
+    ApiError::new(ErrorCode::BadRequest, error.to_string()).into()
+}
 
+/// A new connection whose only transport is this WebSocket.
 pub(super) fn connect(
-    req: HttpRequest,
+    req: &HttpRequest,
     stream: web::Payload,
     settings: &SocketSettings,
     dispatcher: Arc<Dispatcher>,
     engine: Engine,
     tokens: Arc<Tokens>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let socket = SocketIo {
-        sid: crate::auth::tokens::random_token(),
-        engine,
-        tokens,
-        session: None,
-        token_expires_at: 0,
+    let socket = WebSocketIo {
+        connection: Connection::new(engine, tokens, dispatcher, settings.max_frame_bytes),
         last_heard: Instant::now(),
-        frames: dispatcher.limits.frame_limiter(),
-        dispatcher,
-        max_payload: settings.max_frame_bytes,
     };
-    ws::WsResponseBuilder::new(socket, &req, stream)
+    ws::WsResponseBuilder::new(socket, req, stream)
         .frame_size(settings.max_frame_bytes)
         .start()
-        .map_err(|error| ApiError::new(ErrorCode::BadRequest, error.to_string()).into())
+        .map_err(bad_request)
 }
 
-/// One Socket.IO client: an Engine.IO session carrying the main namespace.
-struct SocketIo {
-    sid: String,
-    engine: Engine,
-    tokens: Arc<Tokens>,
-    /// Set once the client's CONNECT carried a valid token.
-    session: Option<Rc<Session>>,
-    token_expires_at: i64,
+/// The WebSocket that upgrades an existing long-polling connection.
+pub(super) fn upgrade(
+    req: &HttpRequest,
+    stream: web::Payload,
+    settings: &SocketSettings,
+    polling: Addr<PollingIo>,
+) -> Result<HttpResponse, actix_web::Error> {
+    ws::WsResponseBuilder::new(UpgradingSocket { polling }, req, stream)
+        .frame_size(settings.max_frame_bytes)
+        .start()
+        .map_err(bad_request)
+}
+
+fn close<A>(ctx: &mut ws::WebsocketContext<A>, code: u16, reason: &str)
+where
+    A: Actor<Context = ws::WebsocketContext<A>>,
+{
+    let code = match code {
+        1001 => ws::CloseCode::Away,
+        1009 => ws::CloseCode::Size,
+        other => ws::CloseCode::Other(other),
+    };
+    ctx.close(Some(ws::CloseReason {
+        code,
+        description: Some(reason.to_owned()),
+    }));
+    ctx.stop();
+}
+
+/// A Socket.IO connection carried by a WebSocket from the start.
+struct WebSocketIo {
+    connection: Connection,
     last_heard: Instant,
-    frames: DefaultDirectRateLimiter,
-    dispatcher: Arc<Dispatcher>,
-    max_payload: usize,
 }
 
-impl SocketIo {
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
-        ctx.text(text);
+impl SocketIoActor for WebSocketIo {
+    fn connection(&mut self) -> &mut Connection {
+        &mut self.connection
     }
 
-    /// The reply to a failed event: in its ack if the client waits for one, otherwise as
-    /// an `error` event, the same payload as the native `error` frame.
-    fn refuse(
-        &self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        ack: Option<u64>,
-        code: &str,
-        message: &str,
-        retry_after: Option<u64>,
-    ) {
-        let mut body = json!({ "error": code, "message": message });
-        if let Some(seconds) = retry_after {
-            body["retryAfter"] = json!(seconds);
-        }
-        match ack {
-            Some(id) => self.send(ctx, packet::ack(id, &body)),
-            None => {
-                let text = serde_json::to_vec(&body).unwrap_or_default();
-                let frame = packet::event("error", &text);
-                self.send(ctx, String::from_utf8(frame).unwrap_or_default());
-            }
-        }
+    fn write(&mut self, ctx: &mut Self::Context, packet: String) {
+        ctx.text(packet);
     }
 
-    fn on_message(&mut self, payload: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let packet = match SocketPacket::parse(payload) {
-            Ok(packet) => packet,
-            Err(PacketError::Namespace(namespace)) => {
-                let message =
-                    format!("namespace {namespace} is not served; use the main namespace");
-                let text = EnginePacket::Message(format!(
-                    "4{namespace},{}",
-                    json!({ "message": message })
-                ))
-                .encode();
-                self.send(ctx, text);
-                return;
-            }
-            Err(PacketError::Malformed(reason)) => {
-                self.refuse(ctx, None, codes::BAD_REQUEST, reason, None);
-                return;
-            }
-        };
-        match packet {
-            SocketPacket::Connect(auth) => self.on_connect(auth, ctx),
-            SocketPacket::Disconnect => ctx.stop(),
-            SocketPacket::Ack { .. } => {}
-            SocketPacket::Binary => {
-                let message = "binary attachments are not supported: send JSON";
-                self.refuse(ctx, None, codes::UNSUPPORTED_FRAME, message, None);
-            }
-            SocketPacket::Event { name, args, ack } => self.on_event(name, args, ack, ctx),
-        }
+    fn write_event(&mut self, ctx: &mut Self::Context, packet: String) {
+        ctx.text(packet);
+        self.connection.events_written(1);
     }
 
-    fn on_connect(&mut self, auth: Option<Value>, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.session.is_some() {
-            return;
-        }
-        let token = auth
-            .as_ref()
-            .and_then(|auth| auth.get("token"))
-            .and_then(Value::as_str);
-        let Some(token) = token else {
-            self.send(
-                ctx,
-                packet::connect_error("missing auth token: connect with auth: { token }"),
-            );
-            return;
-        };
-        let (user, expires_at) = match self.tokens.verify_access(token) {
-            Ok(verified) => verified,
-            Err(_) => {
-                self.send(
-                    ctx,
-                    packet::connect_error("invalid or expired access token"),
-                );
-                return;
-            }
-        };
-        self.token_expires_at = expires_at;
-        let engine = self.engine.clone();
-        let recipient = ctx.address().recipient();
-        // Nothing else is read until the session is attached: events published once the
-        // client hears "connected" are never missed.
-        ctx.wait(
-            async move { engine.connect(user, recipient).await }
-                .into_actor(self)
-                .map(|attached, socket, ctx| match attached {
-                    Ok(session) => {
-                        socket.session = Some(Rc::new(session));
-                        let connected = packet::connect_ok(&socket.sid);
-                        socket.send(ctx, connected);
-                        socket.expire_with_token(ctx);
-                    }
-                    Err(error) => {
-                        let (_, message, _) = dispatch::describe(&error);
-                        socket.send(ctx, packet::connect_error(&message));
-                    }
-                }),
-        );
-    }
-
-    fn expire_with_token(&self, ctx: &mut ws::WebsocketContext<Self>) {
-        let now = courier_engine::Timestamp::now().as_millis() / 1000;
-        let remaining = u64::try_from(self.token_expires_at - now).unwrap_or(0);
-        ctx.run_later(Duration::from_secs(remaining), |socket, ctx| {
-            socket.send(ctx, EnginePacket::Message("1".into()).encode());
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Other(crate::realtime::native::TOKEN_EXPIRED_CLOSE_CODE),
-                description: Some("token_expired".into()),
-            }));
-            ctx.stop();
-        });
-    }
-
-    fn on_event(
-        &mut self,
-        name: String,
-        mut args: Vec<Value>,
-        ack: Option<u64>,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
-        if let Err(error) = self.dispatcher.allow_frame(&self.frames) {
-            let (code, message, retry_after) = dispatch::describe(&error);
-            self.refuse(ctx, ack, code, &message, retry_after);
-            return;
-        }
-        let Some(session) = self.session.clone() else {
-            self.refuse(
-                ctx,
-                ack,
-                "unauthorized",
-                "connect with auth: { token } first",
-                None,
-            );
-            return;
-        };
-        let data = if args.is_empty() {
-            Value::Null
-        } else {
-            args.swap_remove(0)
-        };
-        let command = match dispatch::decode_command(&name, data) {
-            Ok(command) => command,
-            Err(Refused { code, message }) => {
-                self.refuse(ctx, ack, code, &message, None);
-                return;
-            }
-        };
-        let dispatcher = Arc::clone(&self.dispatcher);
-        let run = async move { dispatcher.execute(&session, command).await };
-        ctx.spawn(run.into_actor(self).map(
-            move |result: Result<Reply, EngineError>, socket, ctx| match result {
-                Ok(reply) => {
-                    if let Some(id) = ack {
-                        let body = match reply {
-                            Reply::None => json!({}),
-                            reply => serde_json::to_value(&reply).unwrap_or_else(|_| json!({})),
-                        };
-                        socket.send(ctx, packet::ack(id, &body));
-                    }
-                }
-                Err(error) => {
-                    let (code, message, retry_after) = dispatch::describe(&error);
-                    socket.refuse(ctx, ack, code, &message, retry_after);
-                }
-            },
-        ));
+    fn end(&mut self, ctx: &mut Self::Context, code: u16, reason: &str) {
+        close(ctx, code, reason);
     }
 }
 
-impl Actor for SocketIo {
+impl Actor for WebSocketIo {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let metrics = &self.dispatcher.metrics;
+        let metrics = &self.connection.dispatcher.metrics;
         metrics.connections.inc();
         metrics.sessions.with_label_values(&["socketio"]).inc();
-        let open = json!({
-            "sid": self.sid,
-            "upgrades": [],
-            "pingInterval": PING_INTERVAL.as_millis() as u64,
-            "pingTimeout": PING_TIMEOUT.as_millis() as u64,
-            "maxPayload": self.max_payload,
-        });
-        self.send(ctx, EnginePacket::Open(open.to_string()).encode());
+        let open = self.connection.open_packet(&[]);
+        ctx.text(open);
         ctx.run_interval(PING_INTERVAL, |socket, ctx| {
             if socket.last_heard.elapsed() > PING_INTERVAL + PING_TIMEOUT {
                 ctx.stop();
                 return;
             }
-            socket.send(ctx, EnginePacket::Ping(String::new()).encode());
+            ctx.text("2");
         });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        let metrics = &self.dispatcher.metrics;
+        let metrics = &self.connection.dispatcher.metrics;
         metrics.connections.dec();
         metrics.sessions.with_label_values(&["socketio"]).dec();
     }
 }
 
-impl Handler<Outbound> for SocketIo {
+impl Handler<Outbound> for WebSocketIo {
     type Result = ();
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
-        match msg {
-            Outbound::Event(frame) => {
-                let text = String::from_utf8(packet::event(frame.name(), frame.data()));
-                match text {
-                    Ok(text) => self.send(ctx, text),
-                    Err(_) => tracing::error!(event = frame.name(), "event is not UTF-8"),
-                }
-                if let Some(session) = &self.session {
-                    session.queue().written();
-                }
-                self.dispatcher.metrics.events_delivered.inc();
-            }
-            Outbound::Close(reason) => {
-                let code = match reason {
-                    CloseReason::SlowConsumer => ws::CloseCode::Other(reason.close_code()),
-                    CloseReason::Shutdown => ws::CloseCode::Away,
-                };
-                ctx.close(Some(ws::CloseReason {
-                    code,
-                    description: Some(reason.as_str().to_owned()),
-                }));
-                ctx.stop();
-            }
-        }
+        connection::on_outbound(self, ctx, msg);
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SocketIo {
+fn refuse_binary<A>(ctx: &mut ws::WebsocketContext<A>)
+where
+    A: Actor<Context = ws::WebsocketContext<A>>,
+{
+    let body = serde_json::json!({
+        "error": crate::realtime::dispatch::codes::UNSUPPORTED_FRAME,
+        "message": "binary attachments are not supported: send JSON",
+    });
+    let packet = super::packet::event("error", body.to_string().as_bytes());
+    ctx.text(String::from_utf8(packet).unwrap_or_default());
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WebSocketIo {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(ws::Message::Text(text)) => match EnginePacket::parse(&text) {
-                Some(EnginePacket::Message(payload)) => self.on_message(&payload, ctx),
-                Some(EnginePacket::Ping(data)) => self.send(ctx, EnginePacket::Pong(data).encode()),
-                Some(EnginePacket::Close) => ctx.stop(),
-                Some(_) => {}
-                None => self.refuse(
-                    ctx,
-                    None,
-                    codes::BAD_REQUEST,
-                    "not an Engine.IO packet",
-                    None,
-                ),
-            },
+            Ok(ws::Message::Text(text)) => connection::on_engine_packet(self, ctx, &text),
             Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
-                let message = "binary attachments are not supported: send JSON";
-                self.refuse(ctx, None, codes::UNSUPPORTED_FRAME, message, None);
-            }
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => refuse_binary(ctx),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Size,
-                    description: Some("frame too large".into()),
-                }));
+            Err(ws::ProtocolError::Overflow) => close(ctx, 1009, "frame too large"),
+            Err(_) => close(ctx, 1002, "protocol error"),
+        }
+    }
+}
+
+/// The WebSocket half of an upgraded long-polling connection: it probes, then carries
+/// the packets of the [`PollingIo`] that owns the connection.
+pub(super) struct UpgradingSocket {
+    polling: Addr<PollingIo>,
+}
+
+impl Actor for UpgradingSocket {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.polling.do_send(SocketGone);
+    }
+}
+
+/// A packet for the client, from the polling connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct ToClient(pub(super) String);
+
+impl Handler<ToClient> for UpgradingSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToClient, ctx: &mut Self::Context) {
+        ctx.text(msg.0);
+    }
+}
+
+/// Close the socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct EndSocket {
+    pub(super) code: u16,
+    pub(super) reason: String,
+}
+
+impl Handler<EndSocket> for UpgradingSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndSocket, ctx: &mut Self::Context) {
+        close(ctx, msg.code, &msg.reason);
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for UpgradingSocket {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(ws::Message::Text(text)) => match &*text {
+                "2probe" => {
+                    ctx.text("3probe");
+                    self.polling.do_send(Probed);
+                }
+                "5" => self.polling.do_send(Upgraded {
+                    socket: ctx.address(),
+                }),
+                _ => self.polling.do_send(FromClient(text.to_string())),
+            },
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => refuse_binary(ctx),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
                 ctx.stop();
             }
-            Err(_) => {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Protocol,
-                    description: None,
-                }));
-                ctx.stop();
-            }
+            Err(ws::ProtocolError::Overflow) => close(ctx, 1009, "frame too large"),
+            Err(_) => close(ctx, 1002, "protocol error"),
         }
     }
 }

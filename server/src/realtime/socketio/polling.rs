@@ -1,0 +1,285 @@
+//! Engine.IO HTTP long-polling: the official client's first transport. GET waits for
+//! packets, POST sends them; packets are separated by `\x1e`. Sessions are found by
+//! `sid` on this node (sticky routing is the load balancer's part).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use courier_engine::Outbound;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::connection::{self, Connection, PING_INTERVAL, PING_TIMEOUT, SocketIoActor};
+use super::websocket::{EndSocket, ToClient, UpgradingSocket};
+
+/// The record separator between packets of one polling payload.
+pub(super) const SEPARATOR: char = '\u{1e}';
+
+/// Long-polling connections on this node, by sid.
+#[derive(Default)]
+pub struct PollingRegistry {
+    sessions: Mutex<HashMap<String, Addr<PollingIo>>>,
+}
+
+impl PollingRegistry {
+    pub(super) fn get(&self, sid: &str) -> Option<Addr<PollingIo>> {
+        self.sessions.lock().get(sid).cloned()
+    }
+
+    fn insert(&self, sid: String, addr: Addr<PollingIo>) {
+        self.sessions.lock().insert(sid, addr);
+    }
+
+    fn remove(&self, sid: &str) {
+        self.sessions.lock().remove(sid);
+    }
+}
+
+/// An outgoing packet, and whether it is a pushed event (counted on the outbound queue
+/// when the client fetches it).
+struct Outgoing {
+    packet: String,
+    event: bool,
+}
+
+/// A Socket.IO connection carried by long-polling, and after an upgrade by a WebSocket.
+pub struct PollingIo {
+    connection: Connection,
+    registry: Arc<PollingRegistry>,
+    outbox: Vec<Outgoing>,
+    waiting: Option<oneshot::Sender<String>>,
+    upgraded: Option<Addr<UpgradingSocket>>,
+    last_heard: Instant,
+}
+
+impl PollingIo {
+    /// Starts a connection and registers it; answers the open packet for the handshake.
+    pub(super) fn open(connection: Connection, registry: Arc<PollingRegistry>) -> String {
+        let open = connection.open_packet(&["websocket"]);
+        let sid = connection.sid.clone();
+        let actor = Self {
+            connection,
+            registry: Arc::clone(&registry),
+            outbox: Vec::new(),
+            waiting: None,
+            upgraded: None,
+            last_heard: Instant::now(),
+        };
+        registry.insert(sid, actor.start());
+        open
+    }
+
+    /// Answers the pending poll with everything queued.
+    fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let Some(waiting) = self.waiting.take() else {
+            return;
+        };
+        let outgoing = std::mem::take(&mut self.outbox);
+        let events = outgoing.iter().filter(|out| out.event).count();
+        let mut payload = String::new();
+        for (index, out) in outgoing.into_iter().enumerate() {
+            if index > 0 {
+                payload.push(SEPARATOR);
+            }
+            payload.push_str(&out.packet);
+        }
+        if waiting.send(payload).is_ok() {
+            self.connection.events_written(events);
+        }
+    }
+
+    fn queue(&mut self, ctx: &mut Context<Self>, packet: String, event: bool) {
+        match &self.upgraded {
+            Some(socket) => {
+                socket.do_send(ToClient(packet));
+                if event {
+                    self.connection.events_written(1);
+                }
+            }
+            None => {
+                self.outbox.push(Outgoing { packet, event });
+                self.flush();
+            }
+        }
+        let _ = ctx;
+    }
+}
+
+impl SocketIoActor for PollingIo {
+    fn connection(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
+    fn write(&mut self, ctx: &mut Self::Context, packet: String) {
+        self.queue(ctx, packet, false);
+    }
+
+    fn write_event(&mut self, ctx: &mut Self::Context, packet: String) {
+        self.queue(ctx, packet, true);
+    }
+
+    fn end(&mut self, ctx: &mut Self::Context, code: u16, reason: &str) {
+        match &self.upgraded {
+            Some(socket) => socket.do_send(EndSocket {
+                code,
+                reason: reason.to_owned(),
+            }),
+            None => {
+                self.outbox.push(Outgoing {
+                    packet: "1".into(),
+                    event: false,
+                });
+                self.flush();
+            }
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for PollingIo {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let metrics = &self.connection.dispatcher.metrics;
+        metrics.sessions.with_label_values(&["socketio"]).inc();
+        ctx.run_interval(PING_INTERVAL, |actor, ctx| {
+            if actor.last_heard.elapsed() > PING_INTERVAL + PING_TIMEOUT {
+                ctx.stop();
+                return;
+            }
+            actor.write(ctx, "2".into());
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.registry.remove(&self.connection.sid);
+        if let Some(waiting) = self.waiting.take() {
+            let _ = waiting.send("1".into());
+        }
+        let metrics = &self.connection.dispatcher.metrics;
+        metrics.sessions.with_label_values(&["socketio"]).dec();
+    }
+}
+
+impl Handler<Outbound> for PollingIo {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
+        connection::on_outbound(self, ctx, msg);
+    }
+}
+
+/// A GET: answers with the queued packets, or waits for some.
+#[derive(Message)]
+#[rtype(result = "Result<oneshot::Receiver<String>, &'static str>")]
+pub(super) struct Poll;
+
+impl Handler<Poll> for PollingIo {
+    type Result = Result<oneshot::Receiver<String>, &'static str>;
+
+    fn handle(&mut self, _: Poll, ctx: &mut Self::Context) -> Self::Result {
+        self.last_heard = Instant::now();
+        if self.waiting.is_some() {
+            // The protocol allows one pending GET; a second one ends the session.
+            ctx.stop();
+            return Err("overlapping polls");
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.waiting = Some(sender);
+        self.flush();
+        Ok(receiver)
+    }
+}
+
+/// A POST: the packets the client sent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Posted(pub(super) String);
+
+impl Handler<Posted> for PollingIo {
+    type Result = ();
+
+    fn handle(&mut self, msg: Posted, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        for packet in msg.0.split(SEPARATOR) {
+            connection::on_engine_packet(self, ctx, packet);
+        }
+    }
+}
+
+/// The upgrading WebSocket answered the probe: end the pending poll so the client can
+/// switch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Probed;
+
+impl Handler<Probed> for PollingIo {
+    type Result = ();
+
+    fn handle(&mut self, _: Probed, _ctx: &mut Self::Context) {
+        self.outbox.push(Outgoing {
+            packet: "6".into(),
+            event: false,
+        });
+        self.flush();
+    }
+}
+
+/// The client switched to the WebSocket: everything goes there from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Upgraded {
+    pub(super) socket: Addr<UpgradingSocket>,
+}
+
+impl Handler<Upgraded> for PollingIo {
+    type Result = ();
+
+    fn handle(&mut self, msg: Upgraded, _ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        for out in std::mem::take(&mut self.outbox) {
+            msg.socket.do_send(ToClient(out.packet));
+            if out.event {
+                self.connection.events_written(1);
+            }
+        }
+        if let Some(waiting) = self.waiting.take() {
+            let _ = waiting.send("6".into());
+        }
+        self.upgraded = Some(msg.socket);
+    }
+}
+
+/// A packet the client sent over the upgraded WebSocket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct FromClient(pub(super) String);
+
+impl Handler<FromClient> for PollingIo {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromClient, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        connection::on_engine_packet(self, ctx, &msg.0);
+    }
+}
+
+/// The upgraded WebSocket closed: the connection ends with it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct SocketGone;
+
+impl Handler<SocketGone> for PollingIo {
+    type Result = ();
+
+    fn handle(&mut self, _: SocketGone, ctx: &mut Self::Context) {
+        if self.upgraded.is_some() {
+            ctx.stop();
+        }
+    }
+}

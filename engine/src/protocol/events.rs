@@ -241,6 +241,7 @@ impl ServerEvent {
             ephemeral: self.is_ephemeral(),
             json,
             data,
+            alternate: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -256,9 +257,21 @@ struct EncodedEvent {
     ephemeral: bool,
     json: Bytes,
     data: Bytes,
+    /// A second transport's framing of the same event, built by the first recipient on
+    /// that transport and shared by the rest.
+    alternate: std::sync::OnceLock<Bytes>,
 }
 
 impl EventFrame {
+    /// The event as another transport frames it (Socket.IO's `42["name",data]`), built once
+    /// per event by `frame` and shared by every recipient on that transport. One alternate
+    /// framing is kept: every caller must pass the same `frame`.
+    pub fn alternate(&self, frame: impl FnOnce(&str, &[u8]) -> Bytes) -> &Bytes {
+        self.0
+            .alternate
+            .get_or_init(|| frame(self.0.name, &self.0.data))
+    }
+
     /// The wire name (`"message:received"`...).
     pub fn name(&self) -> &'static str {
         self.0.name

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
+use bytestring::ByteString;
 use courier_engine::protocol::{EventFrame, Reply};
 use courier_engine::{Engine, EngineError, Outbound, Session};
 use governor::DefaultDirectRateLimiter;
@@ -76,7 +77,7 @@ pub(super) trait SocketIoActor: Actor + Handler<Outbound> {
     fn write(&mut self, ctx: &mut Self::Context, packet: String);
     /// Sends one pushed event; the transport reports it to the session's outbound queue
     /// ([`courier_engine::OutboundQueue::written`]) once it is on its way to the client.
-    fn write_event(&mut self, ctx: &mut Self::Context, packet: String);
+    fn write_event(&mut self, ctx: &mut Self::Context, packet: ByteString);
     /// Ends the connection with a WebSocket close code (or its polling equivalent).
     fn end(&mut self, ctx: &mut Self::Context, code: u16, reason: &str);
 }
@@ -311,9 +312,11 @@ impl Connection {
     }
 }
 
-fn event_packet(frame: &EventFrame) -> String {
-    String::from_utf8(packet::event(frame.name(), frame.data())).unwrap_or_else(|_| {
+/// The event's Socket.IO packet, framed once per event and shared by its recipients.
+fn event_packet(frame: &EventFrame) -> ByteString {
+    let bytes = frame.alternate(packet::event_bytes);
+    ByteString::try_from(bytes.clone()).unwrap_or_else(|_| {
         tracing::error!(event = frame.name(), "event is not UTF-8");
-        String::new()
+        ByteString::new()
     })
 }

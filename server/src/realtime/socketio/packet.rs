@@ -170,6 +170,11 @@ pub fn ack(id: u64, payload: &Value) -> String {
 }
 
 /// `42["name", data]` from an event name and its already-serialised data.
+pub fn event_bytes(name: &str, data: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::from(event(name, data))
+}
+
+/// `42["name", data]` from an event name and its already-serialised data.
 pub fn event(name: &str, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + data.len() + 8);
     out.extend_from_slice(b"42[\"");

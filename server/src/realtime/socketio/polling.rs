@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 use courier_engine::Outbound;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -40,7 +41,7 @@ impl PollingRegistry {
 /// An outgoing packet, and whether it is a pushed event (counted on the outbound queue
 /// when the client fetches it).
 struct Outgoing {
-    packet: String,
+    packet: ByteString,
     event: bool,
 }
 
@@ -93,7 +94,7 @@ impl PollingIo {
         }
     }
 
-    fn queue(&mut self, ctx: &mut Context<Self>, packet: String, event: bool) {
+    fn queue(&mut self, ctx: &mut Context<Self>, packet: ByteString, event: bool) {
         match &self.upgraded {
             Some(socket) => {
                 socket.do_send(ToClient(packet));
@@ -116,10 +117,10 @@ impl SocketIoActor for PollingIo {
     }
 
     fn write(&mut self, ctx: &mut Self::Context, packet: String) {
-        self.queue(ctx, packet, false);
+        self.queue(ctx, packet.into(), false);
     }
 
-    fn write_event(&mut self, ctx: &mut Self::Context, packet: String) {
+    fn write_event(&mut self, ctx: &mut Self::Context, packet: ByteString) {
         self.queue(ctx, packet, true);
     }
 
@@ -131,7 +132,7 @@ impl SocketIoActor for PollingIo {
             }),
             None => {
                 self.outbox.push(Outgoing {
-                    packet: "1".into(),
+                    packet: ByteString::from_static("1"),
                     event: false,
                 });
                 self.flush();
@@ -223,7 +224,7 @@ impl Handler<Probed> for PollingIo {
 
     fn handle(&mut self, _: Probed, _ctx: &mut Self::Context) {
         self.outbox.push(Outgoing {
-            packet: "6".into(),
+            packet: ByteString::from_static("6"),
             event: false,
         });
         self.flush();
@@ -258,7 +259,7 @@ impl Handler<Upgraded> for PollingIo {
 /// A packet the client sent over the upgraded WebSocket.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct FromClient(pub(super) String);
+pub(super) struct FromClient(pub(super) ByteString);
 
 impl Handler<FromClient> for PollingIo {
     type Result = ();

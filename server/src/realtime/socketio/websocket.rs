@@ -7,6 +7,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
+use bytestring::ByteString;
 use courier_engine::{Engine, Outbound};
 
 use super::connection::{self, Connection, PING_INTERVAL, PING_TIMEOUT, SocketIoActor};
@@ -83,7 +84,7 @@ impl SocketIoActor for WebSocketIo {
         ctx.text(packet);
     }
 
-    fn write_event(&mut self, ctx: &mut Self::Context, packet: String) {
+    fn write_event(&mut self, ctx: &mut Self::Context, packet: ByteString) {
         ctx.text(packet);
         self.connection.events_written(1);
     }
@@ -173,7 +174,7 @@ impl Actor for UpgradingSocket {
 /// A packet for the client, from the polling connection.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct ToClient(pub(super) String);
+pub(super) struct ToClient(pub(super) ByteString);
 
 impl Handler<ToClient> for UpgradingSocket {
     type Result = ();
@@ -210,7 +211,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for UpgradingSocket {
                 "5" => self.polling.do_send(Upgraded {
                     socket: ctx.address(),
                 }),
-                _ => self.polling.do_send(FromClient(text.to_string())),
+                _ => self.polling.do_send(FromClient(text)),
             },
             Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
             Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => refuse_binary(ctx),

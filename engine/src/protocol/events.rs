@@ -386,6 +386,22 @@ mod tests {
     }
 
     #[test]
+    fn an_alternate_framing_is_built_once_and_shared() {
+        let frame = sample_events()[0].encode();
+        let copy = frame.clone();
+        let built = std::cell::Cell::new(0);
+        let make = |name: &str, data: &[u8]| {
+            built.set(built.get() + 1);
+            Bytes::from([name.as_bytes(), b"|", data].concat())
+        };
+        let first = frame.alternate(make).clone();
+        let second = copy.alternate(make).clone();
+        assert_eq!(built.get(), 1);
+        assert_eq!(first, second);
+        assert!(first.starts_with(b"message:received|{"));
+    }
+
+    #[test]
     fn only_typing_and_presence_are_ephemeral() {
         let ephemeral: Vec<_> = sample_events()
             .into_iter()

@@ -210,6 +210,7 @@ async fn request_log(
     let request_id = format!("{:016x}", rand::random::<u64>());
     let method = req.method().clone();
     let path = req.path().to_owned();
+    // Handlers and the rate limiter answer errors as responses, so they pass here too.
     let mut response = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response

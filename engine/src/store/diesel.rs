@@ -21,7 +21,7 @@ use super::models::{
     ConversationRow, MemberRow, MessageRow, NewConversationRow, NewMessageRow, NewRefreshToken,
     NewUser, ProfileChanges, RefreshTokenRow, UserRow,
 };
-use super::schema::{conversations, members, messages, refresh_tokens, users};
+use super::schema::{conversations, members, messages, refresh_families, refresh_tokens, users};
 use super::{
     AppendOutcome, ConversationStore, MessageStore, NewConversation, NewMessage, Store, TokenStore,
     UserStore, Watermark,
@@ -1053,48 +1053,93 @@ impl MessageStore for DieselStore {
 impl TokenStore for DieselStore {
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
         with_conn!(self, writer, |conn| {
-            diesel::insert_into(refresh_tokens::table)
-                .values(&token)
-                .execute(conn)
-                .await?;
-            Ok(())
+            conn.transaction(async |c| {
+                diesel::insert_into(refresh_families::table)
+                    .values((
+                        refresh_families::family_id.eq(&token.family_id),
+                        refresh_families::user_id.eq(token.user_id),
+                        refresh_families::created_at.eq(token.created_at),
+                    ))
+                    .execute(c)
+                    .await?;
+                diesel::insert_into(refresh_tokens::table)
+                    .values(&token)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            })
+            .await
         })
     }
 
     async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRow>, StoreError> {
         with_conn!(self, reader, |conn| {
-            Ok(refresh_tokens::table
+            let found: Option<(RefreshTokenRow, Option<i64>)> = refresh_tokens::table
+                .inner_join(
+                    refresh_families::table
+                        .on(refresh_families::family_id.eq(refresh_tokens::family_id)),
+                )
                 .filter(refresh_tokens::token_hash.eq(token_hash))
-                .select(RefreshTokenRow::as_select())
+                .select((RefreshTokenRow::as_select(), refresh_families::revoked_at))
                 .first(conn)
                 .await
-                .optional()?)
+                .optional()?;
+            Ok(found.map(|(mut row, family_revoked)| {
+                row.revoked_at = family_revoked;
+                row
+            }))
         })
     }
 
-    async fn spend_refresh_token(&self, id: i64, at: Timestamp) -> Result<bool, StoreError> {
+    async fn rotate_refresh_token(
+        &self,
+        spent: i64,
+        next: NewRefreshToken,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
         with_conn!(self, writer, |conn| {
-            let spent = diesel::update(
-                refresh_tokens::table
-                    .find(id)
-                    .filter(refresh_tokens::spent_at.is_null())
-                    .filter(refresh_tokens::revoked_at.is_null()),
-            )
-            .set(refresh_tokens::spent_at.eq(Some(at.0)))
-            .execute(conn)
-            .await?;
-            Ok(spent == 1)
+            conn.transaction(async |c| {
+                // Locks the family row: a concurrent revocation waits, or went first.
+                let live = diesel::update(
+                    refresh_families::table
+                        .find(&next.family_id)
+                        .filter(refresh_families::revoked_at.is_null()),
+                )
+                .set(refresh_families::family_id.eq(refresh_families::family_id))
+                .execute(c)
+                .await?;
+                if live == 0 {
+                    return Ok(false);
+                }
+                let spent_now = diesel::update(
+                    refresh_tokens::table
+                        .find(spent)
+                        .filter(refresh_tokens::spent_at.is_null()),
+                )
+                .set(refresh_tokens::spent_at.eq(Some(at.0)))
+                .execute(c)
+                .await?;
+                if spent_now == 0 {
+                    return Ok(false);
+                }
+                diesel::insert_into(refresh_tokens::table)
+                    .values(&next)
+                    .execute(c)
+                    .await?;
+                Ok(true)
+            })
+            .await
         })
     }
 
     async fn revoke_token_family(&self, family_id: &str, at: Timestamp) -> Result<(), StoreError> {
         with_conn!(self, writer, |conn| {
             diesel::update(
-                refresh_tokens::table
-                    .filter(refresh_tokens::family_id.eq(family_id))
-                    .filter(refresh_tokens::revoked_at.is_null()),
+                refresh_families::table
+                    .find(family_id)
+                    .filter(refresh_families::revoked_at.is_null()),
             )
-            .set(refresh_tokens::revoked_at.eq(Some(at.0)))
+            .set(refresh_families::revoked_at.eq(Some(at.0)))
             .execute(conn)
             .await?;
             Ok(())

@@ -171,14 +171,21 @@ pub trait MessageStore: Send + Sync {
 /// issues the next of its family.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
-    /// Stores a new token.
+    /// Stores the first token of a new family (a login).
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError>;
-    /// Looks a token up by its hash.
+    /// Looks a token up by its hash; `revoked_at` is its family's.
     async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRow>, StoreError>;
-    /// Marks a live token spent. `false` if it was spent or revoked already: only one of two
-    /// concurrent uses of a token can win.
-    async fn spend_refresh_token(&self, id: i64, at: Timestamp) -> Result<bool, StoreError>;
-    /// Revokes every token of a family (logout, or reuse of a spent token).
+    /// In one transaction that locks the family: spends token `spent` and stores `next` in
+    /// its family. `false` when the family is revoked or the token was spent already: of
+    /// two concurrent uses of a token, and of a use racing a revocation, only one wins.
+    async fn rotate_refresh_token(
+        &self,
+        spent: i64,
+        next: NewRefreshToken,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Revokes a family: none of its tokens is accepted again (logout, or reuse of a spent
+    /// token).
     async fn revoke_token_family(&self, family_id: &str, at: Timestamp) -> Result<(), StoreError>;
 }
 

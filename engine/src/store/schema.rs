@@ -28,6 +28,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    refresh_families (family_id) {
+        family_id -> Text,
+        user_id -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     conversations (id) {
         id -> BigInt,
         kind -> Text,
@@ -73,6 +82,7 @@ diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     refresh_tokens,
+    refresh_families,
     conversations,
     members,
     messages,

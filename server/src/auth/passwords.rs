@@ -23,6 +23,26 @@ pub async fn hash(password: String, cost: u32) -> Result<String, ApiError> {
     hashed.map_err(ApiError::internal)
 }
 
+/// A hash at the configured cost, made once, that unknown users are checked against so
+/// their login takes as long as a wrong password (one bcrypt run, not two).
+fn dummy_hash(cost: u32) -> &'static str {
+    static DUMMY: std::sync::OnceLock<(u32, String)> = std::sync::OnceLock::new();
+    let (made_at, hash) = DUMMY.get_or_init(|| {
+        (
+            cost,
+            bcrypt::hash("courier-timing-equaliser", cost).unwrap_or_default(),
+        )
+    });
+    if *made_at != cost {
+        tracing::warn!(
+            cost,
+            made_at,
+            "dummy hash cost differs from the configured cost"
+        );
+    }
+    hash
+}
+
 /// Checks a password against a stored hash on the blocking pool. With no stored hash
 /// (unknown user) a dummy hash is checked instead, so both cases take about as long.
 pub async fn verify(password: String, stored: Option<String>, cost: u32) -> bool {
@@ -31,8 +51,7 @@ pub async fn verify(password: String, stored: Option<String>, cost: u32) -> bool
         match stored {
             Some(stored) => bcrypt::verify(&candidate, &stored).unwrap_or(false),
             None => {
-                let dummy = bcrypt::hash("courier-timing-equaliser", cost).unwrap_or_default();
-                let _ = bcrypt::verify(&candidate, &dummy);
+                let _ = bcrypt::verify(&candidate, dummy_hash(cost));
                 false
             }
         }

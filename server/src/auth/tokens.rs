@@ -97,30 +97,33 @@ impl Tokens {
             .map_err(ApiError::internal)
     }
 
-    /// Issues a pair; the refresh token joins `family`, or starts a new one (a login).
-    pub async fn issue(
-        &self,
-        store: &dyn Store,
-        user: UserId,
-        family: Option<String>,
-    ) -> Result<TokenPair, ApiError> {
+    fn next_refresh(&self, user: UserId, family_id: String) -> (String, NewRefreshToken) {
         let refresh_token = random_token();
         let now = Timestamp::now().as_millis();
         let refresh_ms = i64::try_from(self.refresh_ttl.as_millis()).unwrap_or(i64::MAX / 2);
-        store
-            .insert_refresh_token(NewRefreshToken {
-                user_id: user.0,
-                family_id: family.unwrap_or_else(random_token),
-                token_hash: digest(&refresh_token),
-                expires_at: now + refresh_ms,
-                created_at: now,
-            })
-            .await?;
+        let row = NewRefreshToken {
+            user_id: user.0,
+            family_id,
+            token_hash: digest(&refresh_token),
+            expires_at: now + refresh_ms,
+            created_at: now,
+        };
+        (refresh_token, row)
+    }
+
+    fn pair(&self, user: UserId, refresh_token: String) -> Result<TokenPair, ApiError> {
         Ok(TokenPair {
             access_token: self.access_token(user)?,
             refresh_token,
             expires_in: self.access_ttl.as_secs(),
         })
+    }
+
+    /// Issues the pair of a new login: its refresh token starts a new family.
+    pub async fn issue(&self, store: &dyn Store, user: UserId) -> Result<TokenPair, ApiError> {
+        let (refresh_token, row) = self.next_refresh(user, random_token());
+        store.insert_refresh_token(row).await?;
+        self.pair(user, refresh_token)
     }
 
     /// Spends a refresh token for a new pair of the same family. Reusing a spent token
@@ -139,7 +142,11 @@ impl Tokens {
         if row.revoked_at.is_some() || row.expires_at <= now.as_millis() {
             return Err(refused());
         }
-        if row.spent_at.is_some() || !store.spend_refresh_token(row.id, now).await? {
+        let user = UserId(row.user_id);
+        let (next_token, next) = self.next_refresh(user, row.family_id.clone());
+        let rotated =
+            row.spent_at.is_none() && store.rotate_refresh_token(row.id, next, now).await?;
+        if !rotated {
             tracing::warn!(
                 user = row.user_id,
                 "refresh token reused: revoking its family"
@@ -147,9 +154,7 @@ impl Tokens {
             store.revoke_token_family(&row.family_id, now).await?;
             return Err(refused());
         }
-        let user = UserId(row.user_id);
-        let pair = self.issue(store, user, Some(row.family_id)).await?;
-        Ok((user, pair))
+        Ok((user, self.pair(user, next_token)?))
     }
 
     /// Revokes the family of a refresh token (logout). Unknown tokens are ignored.

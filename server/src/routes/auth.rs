@@ -25,19 +25,25 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Refuses a client IP past its `/auth/*` quota with 429 and `Retry-After`.
+/// Refuses a client IP past its `/auth/*` quota with 429 and `Retry-After`, as a response
+/// (not an error) so the outer middleware still logs it and adds the headers.
 async fn limit_by_ip(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
     let limits = req.app_data::<web::Data<RateLimits>>();
     let metrics = req.app_data::<web::Data<Metrics>>();
-    if let (Some(limits), Some(metrics), Some(peer)) = (limits, metrics, req.peer_addr()) {
-        limits
-            .check_auth(peer.ip(), metrics)
-            .map_err(ApiError::from)?;
+    if let (Some(limits), Some(metrics), Some(peer)) = (limits, metrics, req.peer_addr())
+        && let Err(error) = limits.check_auth(peer.ip(), metrics)
+    {
+        return Ok(req
+            .error_response(ApiError::from(error))
+            .map_into_right_body());
     }
-    next.call(req).await
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Usernames: 3 to 32 of `a-z 0-9 _ . -`.
@@ -79,7 +85,10 @@ pub(crate) struct RegisterRequest {
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct LoginRequest {
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[validate(
+        length(min = 1, max = 64, message = "must be 1 to 64 characters"),
+        custom(function = "super::no_nul")
+    )]
     username: String,
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     password: String,
@@ -150,9 +159,7 @@ pub(crate) async fn register(
         }
         Err(other) => return Err(other.into()),
     };
-    let pair = tokens
-        .issue(engine.store().as_ref(), row.user_id(), None)
-        .await?;
+    let pair = tokens.issue(engine.store().as_ref(), row.user_id()).await?;
     let user = user_view(&engine, row, true).await?;
     Ok(HttpResponse::Created().json(session_view(user, pair)))
 }
@@ -184,9 +191,7 @@ pub(crate) async fn login(
     let Some(row) = row.filter(|_| matches) else {
         return Err(ApiError::unauthorized("invalid username or password"));
     };
-    let pair = tokens
-        .issue(engine.store().as_ref(), row.user_id(), None)
-        .await?;
+    let pair = tokens.issue(engine.store().as_ref(), row.user_id()).await?;
     let user = user_view(&engine, row, true).await?;
     Ok(HttpResponse::Ok().json(session_view(user, pair)))
 }

@@ -305,11 +305,13 @@ pub(crate) async fn send(
         reply_to_id: request.reply_to_id,
     };
     let (message, created) = engine.send_message(caller.0, send).await?;
-    dispatcher.metrics.messages_sent.inc();
-    dispatcher
-        .metrics
-        .send_to_ack_seconds
-        .observe(started.elapsed().as_secs_f64());
+    if created {
+        dispatcher.metrics.messages_sent.inc();
+        dispatcher
+            .metrics
+            .send_to_ack_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
     let mut response = if created {
         HttpResponse::Created()
     } else {

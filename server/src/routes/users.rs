@@ -147,7 +147,10 @@ pub(crate) async fn update_me(
 #[into_params(parameter_in = Query)]
 pub(crate) struct SearchQuery {
     /// The start of a username or display name.
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[validate(
+        length(min = 1, max = 64, message = "must be 1 to 64 characters"),
+        custom(function = "super::no_nul")
+    )]
     query: String,
     /// At most this many (1 to 50, default 20).
     #[validate(range(min = 1, max = 50, message = "must be 1 to 50"))]

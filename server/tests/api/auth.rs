@@ -3,14 +3,80 @@
 use courier_test_db::TestDatabase;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 courier_test_db::on_both_stores!(
     register_and_login,
     refresh_rotates_and_reuse_revokes_the_family,
     logout_revokes,
     bad_tokens_and_bodies_are_refused_in_the_documented_shape,
+    racing_refreshes_and_logouts_leave_no_live_token,
 );
+
+async fn racing_refreshes_and_logouts_leave_no_live_token(db: TestDatabase) {
+    let app = spawn_app_with(db, |config| config.auth_requests_per_minute = 1000).await;
+    let ann = app.register("ann").await;
+    for round in 0..5 {
+        let (_, login) = app
+            .post(
+                "/auth/login",
+                None,
+                json!({"username": "ann", "password": "correct horse battery"}),
+            )
+            .await;
+        let token = login["refreshToken"].clone();
+        let body = json!({"refreshToken": token});
+        let (first, second) = futures_util::join!(
+            app.post("/auth/refresh", None, body.clone()),
+            app.post("/auth/refresh", None, body.clone())
+        );
+        let winners: Vec<_> = [&first, &second]
+            .into_iter()
+            .filter(|(status, _)| *status == 200)
+            .collect();
+        assert!(
+            winners.len() <= 1,
+            "round {round}: one use of a token wins at most"
+        );
+        for (_, won) in winners {
+            let (status, _) = app
+                .post(
+                    "/auth/refresh",
+                    None,
+                    json!({"refreshToken": won["refreshToken"]}),
+                )
+                .await;
+            assert_eq!(
+                status, 401,
+                "round {round}: the reuse revoked the winner's token too"
+            );
+        }
+
+        let (_, login) = app
+            .post(
+                "/auth/login",
+                None,
+                json!({"username": "ann", "password": "correct horse battery"}),
+            )
+            .await;
+        let body = json!({"refreshToken": login["refreshToken"]});
+        let ((_, rotated), (logout_status, _)) = futures_util::join!(
+            app.post("/auth/refresh", None, body.clone()),
+            app.post("/auth/logout", None, body.clone())
+        );
+        assert_eq!(logout_status, 204);
+        if let Some(next) = rotated.get("refreshToken") {
+            let (status, _) = app
+                .post("/auth/refresh", None, json!({"refreshToken": next}))
+                .await;
+            assert_eq!(
+                status, 401,
+                "round {round}: logout revoked the family, new token included"
+            );
+        }
+    }
+    let _ = ann;
+}
 
 async fn register_and_login(db: TestDatabase) {
     let app = spawn_app(db).await;
@@ -194,6 +260,19 @@ async fn bad_tokens_and_bodies_are_refused_in_the_documented_shape(db: TestDatab
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "bad_request");
     assert!(body["message"].is_string());
+
+    let (status, body) = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"username": "a\u{0}b", "password": "whatever"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("validation_failed"))
+    );
+    assert_eq!(app.get("/users?query=a%00b", &ann.access).await.0, 422);
 
     let huge = "x".repeat(70 * 1024);
     let (status, body) = app

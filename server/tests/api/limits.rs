@@ -32,6 +32,11 @@ async fn auth_is_limited_per_ip(db: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(response.status(), 429);
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "refusals are logged like the rest"
+    );
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     let retry_after: u64 = response.headers()["retry-after"]
         .to_str()
         .unwrap()

@@ -105,7 +105,8 @@ async fn receive(
     while let Some(Ok(frame)) = socket.next().await {
         match frame {
             ws::Frame::Text(bytes) if bytes.starts_with(marker) => {
-                if received.fetch_add(1, Ordering::AcqRel) + 1 == RECEIVERS {
+                let all_in = received.fetch_add(1, Ordering::AcqRel) + 1 == RECEIVERS;
+                if all_in {
                     done.notify_one();
                 }
             }

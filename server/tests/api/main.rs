@@ -8,5 +8,6 @@ mod auth;
 mod conversations;
 mod limits;
 mod openapi;
+mod socketio;
 mod users;
 mod websocket;

@@ -185,8 +185,9 @@ impl Handler<Poll> for PollingIo {
 
     fn handle(&mut self, _: Poll, ctx: &mut Self::Context) -> Self::Result {
         self.last_heard = Instant::now();
-        if self.waiting.is_some() {
-            // The protocol allows one pending GET; a second one ends the session.
+        // The protocol allows one pending GET; a second one ends the session. A poll whose
+        // client went away (its request dropped) does not count.
+        if self.waiting.as_ref().is_some_and(|waiting| !waiting.is_closed()) {
             ctx.stop();
             return Err("overlapping polls");
         }

@@ -661,6 +661,12 @@ async fn slow_consumers_lose_typing_first_then_are_closed(store: TestStore) {
         }
     }
     assert!(closed, "the stuck session is told to close");
+    // Even if its transport never handles the close, the engine let go of it.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !engine.presence(&[bob]).await.unwrap()[0].online,
+        "the stuck session was detached"
+    );
     assert!(delivered.len() < 12);
     assert_eq!(
         delivered,

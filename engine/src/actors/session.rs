@@ -106,9 +106,16 @@ pub(crate) struct SessionSink {
     /// Conversations this session left with `room:leave`; checked only when non-empty.
     left_rooms: RwLock<HashSet<ConversationId>>,
     has_left_rooms: AtomicBool,
+    /// The user's actor, told when the session overflows: a transport that stopped
+    /// reading may never handle the close, so the engine lets go of the session itself.
+    owner: std::sync::OnceLock<Recipient<super::user::DetachSession>>,
 }
 
 impl SessionSink {
+    pub(crate) fn set_owner(&self, owner: Recipient<super::user::DetachSession>) {
+        let _ = self.owner.set(owner);
+    }
+
     pub(crate) fn new(
         id: SessionId,
         user: UserId,
@@ -122,6 +129,7 @@ impl SessionSink {
             queue: OutboundQueue::new(capacity),
             left_rooms: RwLock::new(HashSet::new()),
             has_left_rooms: AtomicBool::new(false),
+            owner: std::sync::OnceLock::new(),
         }
     }
 
@@ -151,6 +159,9 @@ impl SessionSink {
                 tracing::warn!(session = %self.id, user = %self.user, "closing slow consumer");
                 self.recipient
                     .do_send(Outbound::Close(CloseReason::SlowConsumer));
+                if let Some(owner) = self.owner.get() {
+                    owner.do_send(super::user::DetachSession { id: self.id });
+                }
             }
             return;
         }

@@ -250,6 +250,7 @@ impl Handler<AttachSession> for UserActor {
         if let Some(timer) = self.offline_timer.take() {
             ctx.cancel_future(timer);
         }
+        msg.sink.set_owner(ctx.address().recipient());
         self.sessions.push(msg.sink);
         self.mirror(ctx);
         let online = self.went_online();

@@ -187,7 +187,11 @@ impl Handler<Poll> for PollingIo {
         self.last_heard = Instant::now();
         // The protocol allows one pending GET; a second one ends the session. A poll whose
         // client went away (its request dropped) does not count.
-        if self.waiting.as_ref().is_some_and(|waiting| !waiting.is_closed()) {
+        if self
+            .waiting
+            .as_ref()
+            .is_some_and(|waiting| !waiting.is_closed())
+        {
             ctx.stop();
             return Err("overlapping polls");
         }

@@ -36,7 +36,11 @@ pub fn authenticate(req: &HttpRequest, allow_query: bool) -> Result<(AuthUser, i
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| {
+            // The scheme name is case-insensitive (RFC 9110).
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
     let token = match header {
         Some(token) => Some(token.trim().to_owned()),
         None if allow_query => web::Query::<TokenQuery>::from_query(req.query_string())

@@ -75,7 +75,7 @@ pub(crate) struct RegisterRequest {
     password: String,
     #[validate(
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
-        custom(function = "super::no_nul")
+        custom(function = "super::visible_name")
     )]
     display_name: Option<String>,
     #[validate(email(message = "must be an email address"))]

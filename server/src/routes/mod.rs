@@ -52,6 +52,17 @@ pub(crate) fn validated<T: validator::Validate>(input: T) -> Result<T, ApiError>
     Ok(input)
 }
 
+/// Names refuse NUL and must show something: not only white space.
+pub(crate) fn visible_name(text: &str) -> Result<(), validator::ValidationError> {
+    no_nul(text)?;
+    if text.trim().is_empty() {
+        let mut error = validator::ValidationError::new("blank");
+        error.message = Some("must not be blank".into());
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// Text fields refuse NUL: PostgreSQL cannot store it, and no client needs it.
 pub(crate) fn no_nul(text: &str) -> Result<(), validator::ValidationError> {
     if text.contains('\0') {

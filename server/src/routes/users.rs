@@ -106,7 +106,7 @@ pub(crate) async fn me(
 pub(crate) struct ProfilePatch {
     #[validate(
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
-        custom(function = "super::no_nul")
+        custom(function = "super::visible_name")
     )]
     display_name: Option<String>,
     #[validate(

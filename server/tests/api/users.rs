@@ -31,6 +31,18 @@ async fn profiles_search_and_presence(db: TestDatabase) {
         .patch("/users/me", &ann.access, json!({"displayName": ""}))
         .await;
     assert_eq!(status, 422);
+    let (status, _) = app
+        .patch("/users/me", &ann.access, json!({"displayName": "   "}))
+        .await;
+    assert_eq!(status, 422);
+    let lower = app
+        .http
+        .get(app.url("/users/me"))
+        .header("authorization", format!("bearer {}", ann.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200, "the scheme name is case-insensitive");
 
     let (_, found) = app.get("/users?query=ann", &bob.access).await;
     let names: Vec<&str> = found

@@ -7,7 +7,7 @@ use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use bytestring::ByteString;
-use courier_engine::{CloseReason, Engine, Outbound, Session, UserId};
+use courier_engine::{Engine, Outbound, Session, UserId};
 
 use crate::error::ErrorCode;
 
@@ -148,17 +148,6 @@ impl NativeSocket {
     }
 }
 
-fn close_frame(reason: CloseReason) -> ws::CloseReason {
-    let code = match reason {
-        CloseReason::SlowConsumer => ws::CloseCode::Other(reason.close_code()),
-        CloseReason::Shutdown => ws::CloseCode::Away,
-    };
-    ws::CloseReason {
-        code,
-        description: Some(reason.as_str().to_owned()),
-    }
-}
-
 impl Actor for NativeSocket {
     type Context = ws::WebsocketContext<Self>;
 
@@ -171,11 +160,7 @@ impl Actor for NativeSocket {
         let now = courier_engine::Timestamp::now().as_millis() / 1000;
         let remaining = u64::try_from(self.token_expires_at - now).unwrap_or(0);
         ctx.run_later(Duration::from_secs(remaining), |_, ctx| {
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Other(TOKEN_EXPIRED_CLOSE_CODE),
-                description: Some("token_expired".into()),
-            }));
-            ctx.stop();
+            super::close_with(ctx, TOKEN_EXPIRED_CLOSE_CODE, "token_expired");
         });
         ctx.run_interval(HEARTBEAT_INTERVAL, |socket, ctx| {
             if socket.last_heard.elapsed() > CLIENT_TIMEOUT {
@@ -212,8 +197,7 @@ impl Handler<Outbound> for NativeSocket {
                 self.dispatcher.metrics.events_delivered.inc();
             }
             Outbound::Close(reason) => {
-                ctx.close(Some(close_frame(reason)));
-                ctx.stop();
+                super::close_with(ctx, reason.close_code(), reason.as_str());
             }
         }
     }
@@ -222,37 +206,16 @@ impl Handler<Outbound> for NativeSocket {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for NativeSocket {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
-        match item {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
-                ctx.text(dispatch::error_frame(
-                    &None,
-                    codes::UNSUPPORTED_FRAME,
-                    "only text frames with JSON are accepted",
-                    None,
-                ));
-            }
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Err(ws::ProtocolError::Overflow) => {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Size,
-                    description: Some("frame too large".into()),
-                }));
-                ctx.stop();
-            }
-            Err(error) => {
-                tracing::debug!(%error, "websocket protocol error");
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Protocol,
-                    description: None,
-                }));
-                ctx.stop();
-            }
+        let refuse_binary = |ctx: &mut Self::Context| {
+            ctx.text(dispatch::error_frame(
+                &None,
+                codes::UNSUPPORTED_FRAME,
+                "only text frames with JSON are accepted",
+                None,
+            ));
+        };
+        if let Some(text) = super::read_frame(item, ctx, refuse_binary) {
+            self.on_text(&text, ctx);
         }
     }
 }

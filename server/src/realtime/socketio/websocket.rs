@@ -53,21 +53,7 @@ pub(super) fn upgrade(
         .map_err(bad_request)
 }
 
-fn close<A>(ctx: &mut ws::WebsocketContext<A>, code: u16, reason: &str)
-where
-    A: Actor<Context = ws::WebsocketContext<A>>,
-{
-    let code = match code {
-        1001 => ws::CloseCode::Away,
-        1009 => ws::CloseCode::Size,
-        other => ws::CloseCode::Other(other),
-    };
-    ctx.close(Some(ws::CloseReason {
-        code,
-        description: Some(reason.to_owned()),
-    }));
-    ctx.stop();
-}
+use crate::realtime::{close_with as close, read_frame};
 
 /// A Socket.IO connection carried by a WebSocket from the start.
 struct WebSocketIo {
@@ -142,17 +128,8 @@ where
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WebSocketIo {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
-        match item {
-            Ok(ws::Message::Text(text)) => connection::on_engine_packet(self, ctx, &text),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => refuse_binary(ctx),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Err(ws::ProtocolError::Overflow) => close(ctx, 1009, "frame too large"),
-            Err(_) => close(ctx, 1002, "protocol error"),
+        if let Some(text) = read_frame(item, ctx, refuse_binary) {
+            connection::on_engine_packet(self, ctx, &text);
         }
     }
 }
@@ -202,26 +179,18 @@ impl Handler<EndSocket> for UpgradingSocket {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for UpgradingSocket {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        match item {
-            Ok(ws::Message::Text(text)) => match &*text {
-                "2probe" => {
-                    ctx.text("3probe");
-                    self.polling.do_send(Probed);
-                }
-                "5" => self.polling.do_send(Upgraded {
-                    socket: ctx.address(),
-                }),
-                _ => self.polling.do_send(FromClient(text)),
-            },
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => refuse_binary(ctx),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
+        let Some(text) = read_frame(item, ctx, refuse_binary) else {
+            return;
+        };
+        match &*text {
+            "2probe" => {
+                ctx.text("3probe");
+                self.polling.do_send(Probed);
             }
-            Err(ws::ProtocolError::Overflow) => close(ctx, 1009, "frame too large"),
-            Err(_) => close(ctx, 1002, "protocol error"),
+            "5" => self.polling.do_send(Upgraded {
+                socket: ctx.address(),
+            }),
+            _ => self.polling.do_send(FromClient(text)),
         }
     }
 }

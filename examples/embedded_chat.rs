@@ -56,7 +56,7 @@ async fn say(
         reply_to_id: None,
     });
     match session.execute(command).await? {
-        Reply::Message { message } => Ok(message.seq),
+        Reply::Message { message, .. } => Ok(message.seq),
         other => anyhow::bail!("unexpected reply {other:?}"),
     }
 }

@@ -659,18 +659,27 @@ impl Session {
         let user = self.user();
         match command {
             ClientCommand::SendMessage(send) => {
-                let (message, _) = engine.send_message(user, send).await?;
-                Ok(Reply::Message { message })
+                let (message, created) = engine.send_message(user, send).await?;
+                Ok(Reply::Message {
+                    message,
+                    stored_now: created,
+                })
             }
             ClientCommand::EditMessage(edit) => {
                 let message = engine
                     .edit_message(user, edit.message_id, edit.body)
                     .await?;
-                Ok(Reply::Message { message })
+                Ok(Reply::Message {
+                    message,
+                    stored_now: false,
+                })
             }
             ClientCommand::DeleteMessage(delete) => {
                 let message = engine.delete_message(user, delete.message_id).await?;
-                Ok(Reply::Message { message })
+                Ok(Reply::Message {
+                    message,
+                    stored_now: false,
+                })
             }
             ClientCommand::MarkDelivered(receipt) => {
                 engine

@@ -197,6 +197,10 @@ pub enum Reply {
     Message {
         /// The message as stored.
         message: Message,
+        /// This command stored the message (a first send, not a retry, edit or delete).
+        /// Not on the wire: for metrics.
+        #[serde(skip)]
+        stored_now: bool,
     },
     /// `{messages, hasMore}`: sync.
     #[serde(rename_all = "camelCase")]

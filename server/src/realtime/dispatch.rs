@@ -217,7 +217,10 @@ impl Dispatcher {
         }
         let started = Instant::now();
         let reply = session.execute(command).await?;
-        if is_send {
+        if let Reply::Message {
+            stored_now: true, ..
+        } = reply
+        {
             self.metrics.messages_sent.inc();
             self.metrics
                 .send_to_ack_seconds

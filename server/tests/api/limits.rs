@@ -145,4 +145,24 @@ async fn metrics_count_what_happened(db: TestDatabase) {
     assert!(value("courier_http_responses_total{class=\"2xx\"}") >= 4.0);
     assert_eq!(value("courier_store_commit_seconds_count"), 1.0);
     assert_eq!(value("courier_commit_batch_size_sum"), 1.0);
+
+    // A retry over the socket is answered, and not counted as a second message.
+    let data = json!({"conversationId": group, "clientMsgId": "w", "body": "once"});
+    bob_socket.request("message:send", data.clone()).await;
+    bob_socket.request("message:send", data).await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sent = text
+        .lines()
+        .find(|line| line.starts_with("courier_messages_sent_total"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(sent, Some(2.0));
 }

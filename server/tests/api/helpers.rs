@@ -111,6 +111,28 @@ impl TestApp {
         .await
     }
 
+    /// The body of a GET to any URL on the server, as text.
+    pub async fn text(&self, url: String) -> String {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// One value from `/metrics`: the first line starting with `name`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.text(self.url("/metrics")).await;
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    }
+
     pub async fn register(&self, username: &str) -> TestUser {
         let (status, body) = self
             .post(

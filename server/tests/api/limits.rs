@@ -121,48 +121,25 @@ async fn metrics_count_what_happened(db: TestDatabase) {
     let mut bob_socket = app.socket(&bob).await;
     app.send(&ann, group, "m", "counted").await;
     bob_socket.next_event("message:received").await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
-    };
-    assert_eq!(value("courier_messages_sent_total"), 1.0);
-    assert_eq!(value("courier_websocket_connections"), 1.0);
-    assert_eq!(value("courier_sessions{transport=\"native\"}"), 1.0);
-    assert!(value("courier_events_delivered_total") >= 1.0);
-    assert_eq!(value("courier_send_to_ack_seconds_count"), 1.0);
-    assert!(value("courier_http_responses_total{class=\"2xx\"}") >= 4.0);
-    assert_eq!(value("courier_store_commit_seconds_count"), 1.0);
-    assert_eq!(value("courier_commit_batch_size_sum"), 1.0);
+    assert_eq!(app.metric("courier_messages_sent_total").await, 1.0);
+    assert_eq!(app.metric("courier_websocket_connections").await, 1.0);
+    assert_eq!(
+        app.metric("courier_sessions{transport=\"native\"}").await,
+        1.0
+    );
+    assert!(app.metric("courier_events_delivered_total").await >= 1.0);
+    assert_eq!(app.metric("courier_send_to_ack_seconds_count").await, 1.0);
+    assert!(
+        app.metric("courier_http_responses_total{class=\"2xx\"}")
+            .await
+            >= 4.0
+    );
+    assert_eq!(app.metric("courier_store_commit_seconds_count").await, 1.0);
+    assert_eq!(app.metric("courier_commit_batch_size_sum").await, 1.0);
 
     // A retry over the socket is answered, and not counted as a second message.
     let data = json!({"conversationId": group, "clientMsgId": "w", "body": "once"});
     bob_socket.request("message:send", data.clone()).await;
     bob_socket.request("message:send", data).await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sent = text
-        .lines()
-        .find(|line| line.starts_with("courier_messages_sent_total"))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok());
-    assert_eq!(sent, Some(2.0));
+    assert_eq!(app.metric("courier_messages_sent_total").await, 2.0);
 }

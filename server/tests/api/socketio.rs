@@ -18,15 +18,7 @@ async fn poll(app: &TestApp, sid: &str) -> Vec<String> {
         "http://127.0.0.1:{}/socket.io/?EIO=4&transport=polling&sid={sid}",
         app.port
     );
-    let text = app
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.text(url).await;
     text.split(SEPARATOR).map(str::to_owned).collect()
 }
 

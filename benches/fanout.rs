@@ -100,6 +100,7 @@ async fn attach(members: usize) -> Fixture {
             conversation: ConversationId(1),
             members: users.into(),
             except: None,
+            seq: None,
         },
         event: message(),
         remaining,

@@ -10,7 +10,7 @@ use crate::actors::registry::Sharded;
 use crate::actors::{
     AttachSession, Authorize, ChangeMembership, CloseReason, ConversationActor, DetachSession,
     MarkReceipt, MessageChange, ModifyMessage, Outbound, OutboundQueue, PostMessage, RelayCall,
-    SessionSink, SetStatus, SetTyping, UserActor, UserDirectory,
+    ReloadRoster, SessionSink, SetStatus, SetTyping, UserActor, UserDirectory,
 };
 use crate::bus::{Audience, Bus, LocalBus, LocalDelivery};
 use crate::config::Limits;
@@ -57,6 +57,21 @@ impl Core {
         let addr = ConversationActor::new(Arc::clone(self), id).start();
         shard.insert(id, addr.clone());
         addr
+    }
+
+    /// Tells the conversation's actor here, if it has one, to reload its member list.
+    pub(crate) fn reload_roster(&self, id: ConversationId) {
+        if let Some(addr) = self.conversations.with(&id, Addr::clone) {
+            addr.do_send(ReloadRoster);
+        }
+    }
+
+    /// Every conversation actor here reloads its member list (changes made elsewhere
+    /// while this node could not hear of them).
+    pub(crate) fn reload_all_rosters(&self) {
+        for addr in self.conversations.values_with(Addr::clone) {
+            addr.do_send(ReloadRoster);
+        }
     }
 
     pub(crate) fn forget_conversation(&self, id: ConversationId, addr: &Addr<ConversationActor>) {
@@ -116,20 +131,20 @@ impl EngineBuilder {
         let users = Arc::new(UserDirectory::new());
         let local = LocalDelivery::new(Arc::clone(&users));
         let bus = match self.bus {
-            Some(factory) => factory(local),
-            None => Arc::new(LocalBus::new(local)),
+            Some(factory) => factory(local.clone()),
+            None => Arc::new(LocalBus::new(local.clone())),
         };
-        Engine {
-            core: Arc::new(Core {
-                store: self.store,
-                observer: self.observer,
-                bus,
-                limits: self.limits,
-                users,
-                conversations: Sharded::new(),
-                next_session: AtomicI64::new(1),
-            }),
-        }
+        let core = Arc::new(Core {
+            store: self.store,
+            observer: self.observer,
+            bus,
+            limits: self.limits,
+            users,
+            conversations: Sharded::new(),
+            next_session: AtomicI64::new(1),
+        });
+        local.bind(&core);
+        Engine { core }
     }
 }
 
@@ -562,11 +577,14 @@ impl Engine {
     /// Presence of these users: online (here, not invisible) or last seen.
     pub async fn presence(&self, users: &[UserId]) -> Result<Vec<Presence>, EngineError> {
         let rows = self.core.store.users_by_ids(users).await?;
+        let ids: Vec<UserId> = rows.iter().map(|row| row.user_id()).collect();
+        let shown = self.core.bus.presence_of(&ids).await;
         Ok(rows
             .into_iter()
-            .map(|row| {
+            .zip(shown)
+            .map(|(row, shown)| {
                 let user = row.user_id();
-                match self.core.users.visible_status(user) {
+                match shown {
                     Some((status, text)) => Presence {
                         user_id: user,
                         online: true,

@@ -103,10 +103,15 @@ impl ConversationActor {
 
     fn publish(&self, event: ServerEvent, except: Option<UserId>) {
         if let State::Ready(roster) = &self.state {
+            let seq = match &event {
+                ServerEvent::MessageReceived(message) => Some(message.seq),
+                _ => None,
+            };
             let audience = Audience::Members {
                 conversation: self.id,
                 members: Arc::clone(&roster.ids),
                 except,
+                seq,
             };
             self.core.bus.publish(audience, event.encode());
         }
@@ -209,6 +214,37 @@ impl ConversationActor {
         }
     }
 
+    /// Loads the member list and last seq. Nothing is handled until they are in:
+    /// membership checks need them.
+    fn load_roster(&mut self, ctx: &mut Context<Self>) {
+        let store = Arc::clone(&self.core.store);
+        let id = self.id;
+        let load = async move { store.conversation(id).await };
+        ctx.wait(load.into_actor(self).map(|loaded, actor, _| {
+            actor.state = match loaded {
+                Ok(Some(conversation)) => {
+                    let roles: HashMap<UserId, MemberRole> = conversation
+                        .members
+                        .iter()
+                        .map(|member| (member.user_id, member.role))
+                        .collect();
+                    let ids = roles.keys().copied().collect();
+                    actor.published_seq = actor.published_seq.max(conversation.last_seq);
+                    State::Ready(Roster {
+                        roles,
+                        ids,
+                        last_seq: conversation.last_seq,
+                    })
+                }
+                Ok(None) => State::Missing,
+                Err(error) => {
+                    tracing::warn!(%error, conversation = %actor.id, "could not load conversation");
+                    State::Failed
+                }
+            };
+        }));
+    }
+
     fn idle(&self) -> bool {
         !self.committing && self.queued.is_empty() && self.typing.is_empty()
     }
@@ -226,33 +262,7 @@ impl Actor for ConversationActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let store = Arc::clone(&self.core.store);
-        let id = self.id;
-        let load = async move { store.conversation(id).await };
-        // Nothing is handled until the roster is in: membership checks need it.
-        ctx.wait(load.into_actor(self).map(|loaded, actor, _| {
-            actor.state = match loaded {
-                Ok(Some(conversation)) => {
-                    let roles: HashMap<UserId, MemberRole> = conversation
-                        .members
-                        .iter()
-                        .map(|member| (member.user_id, member.role))
-                        .collect();
-                    let ids = roles.keys().copied().collect();
-                    actor.published_seq = conversation.last_seq;
-                    State::Ready(Roster {
-                        roles,
-                        ids,
-                        last_seq: conversation.last_seq,
-                    })
-                }
-                Ok(None) => State::Missing,
-                Err(error) => {
-                    tracing::warn!(%error, conversation = %actor.id, "could not load conversation");
-                    State::Failed
-                }
-            };
-        }));
+        self.load_roster(ctx);
         let idle_after = self.core.limits.conversation_idle;
         let check_every = (idle_after / 4).clamp(Duration::from_millis(100), MISSING_LINGER);
         ctx.run_interval(check_every, move |actor, ctx| {
@@ -545,6 +555,10 @@ impl Handler<ChangeMembership> for ConversationActor {
                 conversation_id: actor.id,
                 user_id: msg.user,
             };
+            actor
+                .core
+                .bus
+                .membership_changed(actor.id, msg.user, msg.join);
             if msg.join {
                 if let State::Ready(roster) = &mut actor.state {
                     roster.roles.insert(msg.user, MemberRole::Member);
@@ -562,5 +576,18 @@ impl Handler<ChangeMembership> for ConversationActor {
             }
             Ok(true)
         }))
+    }
+}
+
+/// The member list changed on another node: load it again.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReloadRoster;
+
+impl Handler<ReloadRoster> for ConversationActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ReloadRoster, ctx: &mut Self::Context) {
+        self.load_roster(ctx);
     }
 }

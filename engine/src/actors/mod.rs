@@ -13,9 +13,11 @@ mod user;
 
 pub(crate) use conversation::{
     Authorize, ChangeMembership, ConversationActor, MarkReceipt, MessageChange, ModifyMessage,
-    PostMessage, SetTyping,
+    PostMessage, ReloadRoster, SetTyping,
 };
 pub(crate) use session::SessionSink;
 pub use session::{CloseReason, Outbound, OutboundQueue};
 pub use user::UserDirectory;
-pub(crate) use user::{AttachSession, DetachSession, RelayCall, SetStatus, UserActor};
+pub(crate) use user::{
+    AttachSession, DetachSession, RelayCall, SetStatus, UserActor, tell_offline,
+};

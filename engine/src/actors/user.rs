@@ -6,7 +6,7 @@ use actix::prelude::*;
 
 use super::registry::Sharded;
 use super::session::{CloseReason, SessionSink};
-use crate::bus::Audience;
+use crate::bus::{Audience, ShownStatus};
 use crate::engine::Core;
 use crate::error::EngineError;
 use crate::ids::{SessionId, Timestamp, UserId};
@@ -68,6 +68,13 @@ impl UserDirectory {
         actor
     }
 
+    /// Whether the user has a session on this node.
+    pub(crate) fn is_here(&self, user: UserId) -> bool {
+        self.entries
+            .with(&user, |entry| !entry.sessions.is_empty())
+            .unwrap_or(false)
+    }
+
     /// The status the user shows, if they are online here and not invisible.
     pub fn visible_status(&self, user: UserId) -> Option<(PresenceStatus, String)> {
         self.entries
@@ -113,8 +120,11 @@ pub(crate) struct UserActor {
     sessions: Vec<Arc<SessionSink>>,
     status: PresenceStatus,
     status_text: String,
-    /// Contacts were told this user is online (and not yet that they went offline).
+    /// Contacts were told this user is online (and not yet that they went offline), by
+    /// this node or another.
     announced: bool,
+    /// The bus knows this node has sessions of the user.
+    arrived: bool,
     /// Pending "went offline" after the last session left, cancelled by a reconnect.
     offline_timer: Option<SpawnHandle>,
 }
@@ -128,6 +138,7 @@ impl UserActor {
             status: PresenceStatus::Online,
             status_text: String::new(),
             announced: false,
+            arrived: false,
             offline_timer: None,
         }
     }
@@ -146,50 +157,47 @@ impl UserActor {
     }
 
     /// Tells everyone who shares a conversation with this user (and the user's own
-    /// sessions) about `events`, in order, then stops the actor if `then_stop`. Contacts
-    /// are read each time, so a conversation created since the last announcement counts.
-    /// One `ctx.wait` per announcement: actix runs queued waits last-in first-out, so
-    /// everything that must happen in order goes into the same one.
-    fn announce(&mut self, ctx: &mut Context<Self>, events: Vec<ServerEvent>, then_stop: bool) {
-        if events.is_empty() && !then_stop {
+    /// sessions) about `events`, in order, after recording `status` for every node; then
+    /// stops the actor if `then_stop`. One `ctx.wait` per announcement: actix runs queued
+    /// waits last-in first-out, so everything that must happen in order goes into one.
+    fn announce(
+        &mut self,
+        ctx: &mut Context<Self>,
+        events: Vec<ServerEvent>,
+        status: Option<ShownStatus>,
+        then_stop: bool,
+    ) {
+        if events.is_empty() && status.is_none() && !then_stop {
             return;
         }
-        let store = Arc::clone(&self.core.store);
+        let core = Arc::clone(&self.core);
         let user = self.user;
-        let last_seen = events.iter().find_map(|event| match event {
-            ServerEvent::UserOffline(change) => change.last_seen,
-            _ => None,
-        });
-        let frames: Vec<_> = events.iter().map(ServerEvent::encode).collect();
-        let lookup = async move {
-            // lastSeen is stored before contacts hear "offline", so a presence query
-            // made on that event already sees it.
-            if let Some(at) = last_seen
-                && let Err(error) = store.set_last_seen(user, at).await
-            {
-                tracing::warn!(%error, %user, "could not record lastSeen");
+        let tell = async move {
+            if let Some((status, text)) = status {
+                core.bus.set_status(user, status, &text).await;
             }
-            store.contacts_of(user).await
+            tell_contacts(&core, user, events).await;
         };
-        ctx.wait(lookup.into_actor(self).map(move |contacts, actor, ctx| {
-            let mut audience = match contacts {
-                Ok(contacts) => contacts,
-                Err(error) => {
-                    tracing::warn!(%error, %user, "presence: contacts unavailable");
-                    Vec::new()
-                }
-            };
-            audience.push(user);
-            let audience: Arc<[UserId]> = audience.into();
-            for frame in frames {
-                actor
-                    .core
-                    .bus
-                    .publish(Audience::Users(Arc::clone(&audience)), frame);
-            }
+        ctx.wait(tell.into_actor(self).map(move |(), _, ctx| {
             if then_stop {
                 ctx.stop();
             }
+        }));
+    }
+
+    /// The last session left and the grace period passed: unless the user is still
+    /// online on another node, contacts hear they went offline. Then the actor stops.
+    fn depart(&mut self, ctx: &mut Context<Self>) {
+        let bus = Arc::clone(&self.core.bus);
+        let user = self.user;
+        let departed = async move { bus.user_departed(user).await };
+        ctx.wait(departed.into_actor(self).map(|gone_everywhere, actor, ctx| {
+            let events = if gone_everywhere {
+                actor.went_offline(Timestamp::now()).into_iter().collect()
+            } else {
+                Vec::new()
+            };
+            actor.announce(ctx, events, None, true);
         }));
     }
 
@@ -244,17 +252,40 @@ pub(crate) struct AttachSession {
 }
 
 impl Handler<AttachSession> for UserActor {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: AttachSession, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: AttachSession, ctx: &mut Self::Context) -> Self::Result {
         if let Some(timer) = self.offline_timer.take() {
             ctx.cancel_future(timer);
         }
         msg.sink.set_owner(ctx.address().recipient());
         self.sessions.push(msg.sink);
         self.mirror(ctx);
-        let online = self.went_online();
-        self.announce(ctx, online.into_iter().collect(), false);
+        if self.arrived {
+            let online = self.went_online();
+            self.announce(ctx, online.into_iter().collect(), None, false);
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
+        // The first session here: the attach completes once the bus routes the user's
+        // events to this node, so nothing published after it is missed.
+        self.arrived = true;
+        let bus = Arc::clone(&self.core.bus);
+        let user = self.user;
+        let arrival = async move { bus.user_arrived(user).await };
+        AtomicResponse::new(Box::pin(arrival.into_actor(self).map(
+            |arrival, actor, ctx| {
+                if let Some((status, text)) = arrival.status {
+                    actor.status = status;
+                    actor.status_text = text;
+                    actor.mirror(ctx);
+                }
+                if arrival.elsewhere && actor.status != PresenceStatus::Invisible {
+                    actor.announced = true;
+                }
+                let online = actor.went_online();
+                actor.announce(ctx, online.into_iter().collect(), None, false);
+            },
+        )))
     }
 }
 
@@ -279,11 +310,9 @@ impl Handler<DetachSession> for UserActor {
         self.offline_timer = Some(ctx.run_later(grace, |actor, ctx| {
             actor.offline_timer = None;
 
-            if !actor.sessions.is_empty() {
-                return;
+            if actor.sessions.is_empty() {
+                actor.depart(ctx);
             }
-            let offline = actor.went_offline(Timestamp::now());
-            actor.announce(ctx, offline.into_iter().collect(), true);
         }));
     }
 }
@@ -331,7 +360,8 @@ impl Handler<SetStatus> for UserActor {
                 text: self.status_text.clone(),
             }));
         }
-        self.announce(ctx, events, false);
+        let shown = (self.status, self.status_text.clone());
+        self.announce(ctx, events, Some(shown), false);
         Ok(())
     }
 }
@@ -361,4 +391,47 @@ impl Handler<RelayCall> for UserActor {
             Ok(())
         }))
     }
+}
+
+/// Tells everyone who shares a conversation with `user` (and the user's own sessions)
+/// about `events`, in order. Contacts are read each time, so a conversation created
+/// since the last announcement counts.
+async fn tell_contacts(core: &Core, user: UserId, events: Vec<ServerEvent>) {
+    if events.is_empty() {
+        return;
+    }
+    // lastSeen is stored before contacts hear "offline", so a presence query made on
+    // that event already sees it.
+    let last_seen = events.iter().find_map(|event| match event {
+        ServerEvent::UserOffline(change) => change.last_seen,
+        _ => None,
+    });
+    if let Some(at) = last_seen
+        && let Err(error) = core.store.set_last_seen(user, at).await
+    {
+        tracing::warn!(%error, %user, "could not record lastSeen");
+    }
+    let mut audience = match core.store.contacts_of(user).await {
+        Ok(contacts) => contacts,
+        Err(error) => {
+            tracing::warn!(%error, %user, "presence: contacts unavailable");
+            Vec::new()
+        }
+    };
+    audience.push(user);
+    let audience: Arc<[UserId]> = audience.into();
+    for event in events {
+        core.bus
+            .publish(Audience::Users(Arc::clone(&audience)), event.encode());
+    }
+}
+
+/// `user` went offline without their node saying so (it died): their contacts hear it
+/// from the node that noticed.
+pub(crate) async fn tell_offline(core: &Core, user: UserId, at: Timestamp) {
+    let offline = ServerEvent::UserOffline(PresenceChanged {
+        user_id: user,
+        last_seen: Some(at),
+    });
+    tell_contacts(core, user, vec![offline]).await;
 }

@@ -1,20 +1,34 @@
 //! In-process delivery: the end of every bus, and the whole of the single-node one.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
-use super::{Audience, Bus};
+use async_trait::async_trait;
+
+use super::{Arrival, Audience, Bus, ShownStatus};
 use crate::actors::UserDirectory;
-use crate::protocol::EventFrame;
+use crate::engine::Core;
+use crate::ids::{ConversationId, Timestamp, UserId};
+use crate::protocol::{EventFrame, PresenceStatus};
 
-/// Hands frames to the sessions attached to this node.
+/// This node's end of the bus: hands frames to the sessions attached here, and passes
+/// what other nodes report (a member list changed, a node died) to the engine.
 #[derive(Clone)]
 pub struct LocalDelivery {
     directory: Arc<UserDirectory>,
+    /// Set once the engine is built; the bus is made before the engine that owns it.
+    core: Arc<OnceLock<Weak<Core>>>,
 }
 
 impl LocalDelivery {
     pub(crate) fn new(directory: Arc<UserDirectory>) -> Self {
-        Self { directory }
+        Self {
+            directory,
+            core: Arc::new(OnceLock::new()),
+        }
+    }
+
+    pub(crate) fn bind(&self, core: &Arc<Core>) {
+        let _ = self.core.set(Arc::downgrade(core));
     }
 
     /// Pushes `frame` to every local session of `audience`.
@@ -22,23 +36,52 @@ impl LocalDelivery {
         match audience {
             Audience::Members {
                 members, except, ..
-            } => {
-                for &user in members.iter() {
-                    if Some(user) != *except {
-                        self.directory.push_to_user(user, frame);
-                    }
-                }
+            } => self.deliver_to(members, *except, frame),
+            Audience::Users(users) => self.deliver_to(users, None, frame),
+        }
+    }
+
+    /// Pushes `frame` to every local session of `users` but `except`'s.
+    pub fn deliver_to(&self, users: &[UserId], except: Option<UserId>, frame: &EventFrame) {
+        for &user in users {
+            if Some(user) != except {
+                self.directory.push_to_user(user, frame);
             }
-            Audience::Users(users) => {
-                for &user in users.iter() {
-                    self.directory.push_to_user(user, frame);
-                }
-            }
+        }
+    }
+
+    /// Whether `user` has sessions on this node.
+    pub fn is_here(&self, user: UserId) -> bool {
+        self.directory.is_here(user)
+    }
+
+    /// The member list of `conversation` changed on another node: a conversation actor
+    /// here reloads it.
+    pub fn roster_changed(&self, conversation: ConversationId) {
+        if let Some(core) = self.core.get().and_then(Weak::upgrade) {
+            core.reload_roster(conversation);
+        }
+    }
+
+    /// This node may have missed member list changes (it lost touch with the other
+    /// nodes): every conversation actor here reloads its list.
+    pub fn rosters_may_be_stale(&self) {
+        if let Some(core) = self.core.get().and_then(Weak::upgrade) {
+            core.reload_all_rosters();
+        }
+    }
+
+    /// `user` went offline everywhere without a node saying so (their node died): tell
+    /// their contacts, as their own node would have.
+    pub fn went_offline_elsewhere(&self, user: UserId, at: Timestamp) {
+        if let Some(core) = self.core.get().and_then(Weak::upgrade) {
+            actix::spawn(async move { crate::actors::tell_offline(&core, user, at).await });
         }
     }
 }
 
-/// The bus of a single node: publishing is delivering locally.
+/// The bus of a single node: publishing is delivering locally, and presence is what the
+/// user actors here know.
 pub struct LocalBus {
     local: LocalDelivery,
 }
@@ -50,6 +93,7 @@ impl LocalBus {
     }
 }
 
+#[async_trait]
 impl Bus for LocalBus {
     fn publish(&self, audience: Audience, frame: EventFrame) {
         self.local.deliver(&audience, &frame);
@@ -58,4 +102,23 @@ impl Bus for LocalBus {
     fn name(&self) -> &'static str {
         "local"
     }
+
+    async fn user_arrived(&self, _user: UserId) -> Arrival {
+        Arrival::default()
+    }
+
+    async fn user_departed(&self, _user: UserId) -> bool {
+        true
+    }
+
+    async fn set_status(&self, _user: UserId, _status: PresenceStatus, _text: &str) {}
+
+    async fn presence_of(&self, users: &[UserId]) -> Vec<Option<ShownStatus>> {
+        users
+            .iter()
+            .map(|&user| self.local.directory.visible_status(user))
+            .collect()
+    }
+
+    fn membership_changed(&self, _conversation: ConversationId, _user: UserId, _joined: bool) {}
 }

@@ -1,18 +1,24 @@
-//! Node-to-node fan-out. An event is published once with its audience; every node's bus
-//! hands it to the sessions attached there.
+//! Node-to-node fan-out and presence. An event is published once with its audience;
+//! every node's bus hands it to the sessions attached there.
 //!
-//! [`LocalBus`] is the single-node implementation. A cross-node bus (Redis) publishes the
-//! same [`Audience`] and frame on channels and calls [`LocalDelivery::deliver`] on each
-//! node that receives them.
+//! [`LocalBus`] is the single-node implementation. [`RedisBus`] (feature `redis`) carries
+//! the same [`Audience`] and frame between nodes over Redis pub/sub and keeps presence in
+//! Redis; on each node it calls [`LocalDelivery`] for what reaches that node.
 
 mod local;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::sync::Arc;
 
-pub use local::{LocalBus, LocalDelivery};
+use async_trait::async_trait;
 
-use crate::ids::{ConversationId, UserId};
-use crate::protocol::EventFrame;
+pub use local::{LocalBus, LocalDelivery};
+#[cfg(feature = "redis")]
+pub use redis::{RedisBus, RedisBusConfig};
+
+use crate::ids::{ConversationId, Seq, UserId};
+use crate::protocol::{EventFrame, PresenceStatus};
 
 /// Who an event is for.
 #[derive(Debug, Clone)]
@@ -25,16 +31,57 @@ pub enum Audience {
         members: Arc<[UserId]>,
         /// A member not to send to.
         except: Option<UserId>,
+        /// The message's seq, for a `message:received`: a bus whose nodes can receive
+        /// pushes from several publishers restores seq order with it.
+        seq: Option<Seq>,
     },
     /// Every session of these users (presence, calls, a new conversation).
     Users(Arc<[UserId]>),
 }
 
-/// Carries events to the sessions of every node.
+/// The status a user shows while online: `(status, status text)`.
+pub type ShownStatus = (PresenceStatus, String);
+
+/// What a node learns when a user's first session arrives there.
+#[derive(Debug, Clone, Default)]
+pub struct Arrival {
+    /// The user has sessions on another node already: contacts know they are online.
+    pub elsewhere: bool,
+    /// The status the user set on another node, to show here too.
+    pub status: Option<ShownStatus>,
+}
+
+/// Carries events to the sessions of every node, and knows who is online on which.
+#[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Delivers `frame` to every session of `audience`, on this node and the others.
     fn publish(&self, audience: Audience, frame: EventFrame);
 
     /// A name for logs and readiness (`"local"`, `"redis"`).
     fn name(&self) -> &'static str;
+
+    /// `Err` with a reason while events do not reach the other nodes (this node still
+    /// serves its own sessions).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The first session of `user` arrived on this node. Resolves once events for the
+    /// user and their conversations reach this node, with what other nodes know.
+    async fn user_arrived(&self, user: UserId) -> Arrival;
+
+    /// The last session of `user` left this node. `true` when the user has no session
+    /// on any node now, so contacts are to hear that they went offline.
+    async fn user_departed(&self, user: UserId) -> bool;
+
+    /// Records the status `user` shows, for every node's presence answers.
+    async fn set_status(&self, user: UserId, status: PresenceStatus, text: &str);
+
+    /// For each of `users`, in order: the status shown if they are online (and not
+    /// invisible) on any node.
+    async fn presence_of(&self, users: &[UserId]) -> Vec<Option<ShownStatus>>;
+
+    /// `user` joined or left `conversation`: other nodes' member lists and
+    /// subscriptions follow. Published before the membership event itself.
+    fn membership_changed(&self, conversation: ConversationId, user: UserId, joined: bool);
 }

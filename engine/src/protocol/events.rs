@@ -225,24 +225,12 @@ impl ServerEvent {
             tracing::error!(%error, event = self.name(), "event failed to serialise");
             b"{}".to_vec()
         });
-        let json = Bytes::from(json);
-        let name = self.name();
-        // `{"type":"<name>","data":<data>}`: the data's bytes are a slice of the same buffer,
-        // so a transport with another framing (Socket.IO) shares the serialisation too.
-        let prefix = "{\"type\":\"".len() + name.len() + "\",\"data\":".len();
-        let data = if json.len() > prefix {
-            json.slice(prefix..json.len() - 1)
-        } else {
-            Bytes::from_static(b"null")
-        };
-        EventFrame(Arc::new(EncodedEvent {
-            name,
-            conversation_id: self.conversation_id(),
-            ephemeral: self.is_ephemeral(),
-            json,
-            data,
-            alternate: std::sync::OnceLock::new(),
-        }))
+        EventFrame::from_json(
+            self.name(),
+            self.conversation_id(),
+            self.is_ephemeral(),
+            Bytes::from(json),
+        )
     }
 }
 
@@ -263,6 +251,32 @@ struct EncodedEvent {
 }
 
 impl EventFrame {
+    /// A frame from an event's JSON (`{"type":"<name>","data":…}`) and what is known of
+    /// it, as it arrives from another node: nothing is parsed again.
+    pub(crate) fn from_json(
+        name: &'static str,
+        conversation_id: Option<ConversationId>,
+        ephemeral: bool,
+        json: Bytes,
+    ) -> Self {
+        // The data's bytes are a slice of the same buffer, so a transport with another
+        // framing (Socket.IO) shares the serialisation too.
+        let prefix = "{\"type\":\"".len() + name.len() + "\",\"data\":".len();
+        let data = if json.len() > prefix {
+            json.slice(prefix..json.len() - 1)
+        } else {
+            Bytes::from_static(b"null")
+        };
+        EventFrame(Arc::new(EncodedEvent {
+            name,
+            conversation_id,
+            ephemeral,
+            json,
+            data,
+            alternate: std::sync::OnceLock::new(),
+        }))
+    }
+
     /// The event as another transport frames it (Socket.IO's `42["name",data]`), built once
     /// per event by `frame` and shared by every recipient on that transport. One alternate
     /// framing is kept: every caller must pass the same `frame`.

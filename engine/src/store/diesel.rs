@@ -683,6 +683,21 @@ impl ConversationStore for DieselStore {
         })
     }
 
+    async fn memberships_of(&self, user: UserId) -> Result<Vec<(ConversationId, Seq)>, StoreError> {
+        with_conn!(self, reader, |conn| {
+            let rows: Vec<(i64, i64)> = conversations::table
+                .inner_join(members::table)
+                .filter(members::user_id.eq(user.0))
+                .select((conversations::id, conversations::last_seq))
+                .load(conn)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, seq)| (ConversationId(id), Seq(seq)))
+                .collect())
+        })
+    }
+
     async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationSummary>, StoreError> {
         with_conn!(self, reader, |conn| {
             let mine: Vec<ConversationRow> = conversations::table

@@ -247,6 +247,11 @@ impl Engine {
         self.core.bus.name()
     }
 
+    /// `Err` with a reason while the bus cannot reach the other nodes.
+    pub fn bus_health(&self) -> Result<(), String> {
+        self.core.bus.health()
+    }
+
     /// Sessions attached to this node.
     pub fn session_count(&self) -> usize {
         self.core.users.session_count()

@@ -42,6 +42,12 @@ pub struct Settings {
     /// Database URL (`DATABASE_URL` is read too).
     #[arg(long, env = "COURIER_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// Redis URL for several nodes (`REDIS_URL` is read too).
+    #[arg(long, env = "COURIER_REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// With Redis: milliseconds within which a dead node's users go offline.
+    #[arg(long, env = "COURIER_PRESENCE_TTL_MS", global = true)]
+    pub presence_ttl_ms: Option<u64>,
     /// Data directory.
     #[arg(long, env = "COURIER_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -91,6 +97,13 @@ impl Settings {
         {
             Some(url) if !url.is_empty() => config.database_url = url,
             _ => {}
+        }
+        match self.redis_url.or_else(|| std::env::var("REDIS_URL").ok()) {
+            Some(url) if !url.is_empty() => config.redis_url = url,
+            _ => {}
+        }
+        if let Some(ttl) = self.presence_ttl_ms {
+            config.presence_ttl_ms = ttl;
         }
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;

@@ -37,6 +37,12 @@ pub struct Config {
     pub listen: String,
     /// `postgres://…` for PostgreSQL, otherwise a SQLite file path.
     pub database_url: String,
+    /// `redis://…` selects the Redis bus and presence, for several nodes; empty keeps
+    /// both in process (one node).
+    pub redis_url: String,
+    /// With Redis: a node that stops heartbeating is taken for dead, and its users
+    /// offline for everyone, within this many milliseconds.
+    pub presence_ttl_ms: u64,
     /// Directory for the SQLite file and the generated JWT secret.
     pub data_dir: PathBuf,
     /// `development` or `production`.
@@ -76,6 +82,8 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             database_url: String::new(),
+            redis_url: String::new(),
+            presence_ttl_ms: 30_000,
             data_dir: PathBuf::from("data"),
             environment: Environment::Development,
             jwt_secret: None,

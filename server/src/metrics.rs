@@ -1,5 +1,9 @@
 //! Prometheus metrics, served as text at `/api/v1/metrics`.
 
+use std::sync::{Arc, OnceLock};
+
+use courier_engine::bus::{RedisBus, RedisBusStats};
+use parking_lot::Mutex;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -28,11 +32,18 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     /// Group commits that failed.
     pub commit_failures: IntCounter,
+    /// 1 while events reach the other nodes (always, with the in-process bus).
+    bus_up: IntGauge,
+    /// The Redis bus's counters, by kind (published, dropped, received, gap_fills,
+    /// nodes_reaped).
+    bus_events: IntCounterVec,
+    redis_bus: Arc<OnceLock<Arc<RedisBus>>>,
+    bus_seen: Mutex<RedisBusStats>,
 }
 
 impl Metrics {
     /// Registers every metric.
-    pub fn new() -> prometheus::Result<Self> {
+    pub fn new(redis_bus: Arc<OnceLock<Arc<RedisBus>>>) -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("courier".into()), None)?;
         let connections = IntGauge::new("websocket_connections", "Open WebSocket connections")?;
         let sessions = IntGaugeVec::new(
@@ -76,6 +87,20 @@ impl Metrics {
         )?;
         let commit_failures =
             IntCounter::new("commit_failures_total", "Group commits that failed")?;
+        let bus_up = IntGauge::new(
+            "bus_up",
+            "1 while events reach the other nodes; 0 while Redis is unreachable",
+        )?;
+        let bus_events = IntCounterVec::new(
+            Opts::new(
+                "bus_events_total",
+                "Redis bus envelopes: published, dropped (Redis unreachable), received, \
+                 gap_fills (seqs read from the store), nodes_reaped (dead nodes taken offline)",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(bus_up.clone()))?;
+        registry.register(Box::new(bus_events.clone()))?;
         registry.register(Box::new(store_commit_seconds.clone()))?;
         registry.register(Box::new(commit_batch_size.clone()))?;
         registry.register(Box::new(commit_failures.clone()))?;
@@ -98,11 +123,32 @@ impl Metrics {
             store_commit_seconds,
             commit_batch_size,
             commit_failures,
+            bus_up,
+            bus_events,
+            redis_bus,
+            bus_seen: Mutex::new(RedisBusStats::default()),
         })
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition; `bus_healthy` is the bus's state now.
+    pub fn render(&self, bus_healthy: bool) -> String {
+        self.bus_up.set(i64::from(bus_healthy));
+        if let Some(bus) = self.redis_bus.get() {
+            let now = bus.stats();
+            let mut seen = self.bus_seen.lock();
+            for (kind, now, before) in [
+                ("published", now.published, seen.published),
+                ("dropped", now.dropped, seen.dropped),
+                ("received", now.received, seen.received),
+                ("gap_fills", now.gap_fills, seen.gap_fills),
+                ("nodes_reaped", now.nodes_reaped, seen.nodes_reaped),
+            ] {
+                self.bus_events
+                    .with_label_values(&[kind])
+                    .inc_by(now.saturating_sub(before));
+            }
+            *seen = now;
+        }
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {

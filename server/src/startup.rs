@@ -1,7 +1,7 @@
 //! Building and running the application: shared by `main` and the tests.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
@@ -9,7 +9,8 @@ use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpServer, web};
-use courier_engine::store::{DieselStore, StoreConfig};
+use courier_engine::bus::{Bus, LocalBus, RedisBus, RedisBusConfig};
+use courier_engine::store::{DieselStore, Store, StoreConfig};
 use courier_engine::{Engine, Limits};
 
 use crate::auth::Tokens;
@@ -56,11 +57,34 @@ impl Application {
             presence_grace: Duration::from_millis(config.presence_grace_ms),
             ..Limits::default()
         };
-        let metrics = Arc::new(Metrics::new()?);
-        let engine = Engine::builder(Arc::new(store))
-            .limits(limits)
-            .observer(metrics.clone())
-            .build();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let mut builder = Engine::builder(Arc::clone(&store)).limits(limits);
+        let redis_bus = Arc::new(OnceLock::new());
+        if !config.redis_url.is_empty() {
+            let bus_config = RedisBusConfig {
+                presence_ttl: Duration::from_millis(config.presence_ttl_ms.max(300)),
+                ..RedisBusConfig::new(config.redis_url.clone())
+            };
+            // Checked here so that a malformed URL stops the start with a clear error.
+            bus_config
+                .check()
+                .map_err(|error| anyhow::anyhow!("REDIS_URL is not usable: {error}"))?;
+            let slot = Arc::clone(&redis_bus);
+            builder = builder.bus(move |local| -> Arc<dyn Bus> {
+                match RedisBus::start(bus_config, store, local.clone()) {
+                    Ok(bus) => {
+                        let _ = slot.set(Arc::clone(&bus));
+                        bus
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the Redis bus did not start; serving this node only");
+                        Arc::new(LocalBus::new(local))
+                    }
+                }
+            });
+        }
+        let metrics = Arc::new(Metrics::new(redis_bus)?);
+        let engine = builder.observer(metrics.clone()).build();
         let tokens = Tokens::new(
             secrecy::ExposeSecret::expose_secret(&secret),
             config.access_token_ttl(),

@@ -4,8 +4,14 @@
 //!
 //! PostgreSQL tests skip (returning `None`) when `DATABASE_URL` names no PostgreSQL server,
 //! unless `COURIER_REQUIRE_POSTGRES` is set, as CI does: then they fail.
+//!
+//! [`TestRedis`] is a private `redis-server` a test can stop and restart.
 
 #![allow(clippy::expect_used)]
+
+mod redis;
+
+pub use redis::TestRedis;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 

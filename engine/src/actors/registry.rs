@@ -42,6 +42,12 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
         self.shard(key).read().get(key).map(read)
     }
 
+    /// Every shard, to walk the whole map one lock at a time.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn shards(&self) -> &[RwLock<HashMap<K, V, FxBuildHasher>>] {
+        &self.shards
+    }
+
     /// Maps every value under its shard's read lock.
     pub(crate) fn values_with<R>(&self, map: impl Fn(&V) -> R) -> Vec<R> {
         let mut out = Vec::new();

@@ -191,14 +191,18 @@ impl UserActor {
         let bus = Arc::clone(&self.core.bus);
         let user = self.user;
         let departed = async move { bus.user_departed(user).await };
-        ctx.wait(departed.into_actor(self).map(|gone_everywhere, actor, ctx| {
-            let events = if gone_everywhere {
-                actor.went_offline(Timestamp::now()).into_iter().collect()
-            } else {
-                Vec::new()
-            };
-            actor.announce(ctx, events, None, true);
-        }));
+        ctx.wait(
+            departed
+                .into_actor(self)
+                .map(|gone_everywhere, actor, ctx| {
+                    let events = if gone_everywhere {
+                        actor.went_offline(Timestamp::now()).into_iter().collect()
+                    } else {
+                        Vec::new()
+                    };
+                    actor.announce(ctx, events, None, true);
+                }),
+        );
     }
 
     fn went_online(&mut self) -> Option<ServerEvent> {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 pub use local::{LocalBus, LocalDelivery};
 #[cfg(feature = "redis")]
-pub use redis::{RedisBus, RedisBusConfig};
+pub use redis::{RedisBus, RedisBusConfig, RedisBusStats};
 
 use crate::ids::{ConversationId, Seq, UserId};
 use crate::protocol::{EventFrame, PresenceStatus};

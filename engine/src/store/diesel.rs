@@ -228,6 +228,11 @@ impl DieselStore {
                 let mut conn =
                     <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
                         .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+                // Several nodes starting together migrate one after another; the lock
+                // goes with the connection.
+                let lock = diesel::sql_query("SELECT pg_advisory_lock(7370414243)");
+                diesel::RunQueryDsl::execute(lock, &mut conn)
+                    .map_err(|error| StoreError::Migration(error.to_string()))?;
                 conn.run_pending_migrations(POSTGRES_MIGRATIONS)
                     .map_err(failed)?;
             } else {

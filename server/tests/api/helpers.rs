@@ -12,14 +12,27 @@ use serde_json::{Value, json};
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub struct TestApp {
-    pub base: String,
+    pub api: Api,
     /// The database the server runs on.
     pub database_url: String,
-    pub port: u16,
-    pub http: reqwest::Client,
     pub shutdown: ShutdownHandle,
     _data_dir: tempfile::TempDir,
     _database: TestDatabase,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// A client of one server: REST with typed helpers, and native WebSocket sessions.
+pub struct Api {
+    pub base: String,
+    pub port: u16,
+    pub http: reqwest::Client,
 }
 
 /// A registered user with tokens.
@@ -51,17 +64,24 @@ pub async fn spawn_app_with(database: TestDatabase, tweak: impl FnOnce(&mut Conf
     let shutdown = app.handle();
     actix_rt::spawn(app.run());
     TestApp {
-        base: format!("http://127.0.0.1:{port}/api/v1"),
+        api: Api::new(port),
         database_url: database.url().to_owned(),
-        port,
-        http: reqwest::Client::new(),
         shutdown,
         _data_dir: data_dir,
         _database: database,
     }
 }
 
-impl TestApp {
+impl Api {
+    /// A client of the server listening on `port` of the loopback.
+    pub fn new(port: u16) -> Self {
+        Self {
+            base: format!("http://127.0.0.1:{port}/api/v1"),
+            port,
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

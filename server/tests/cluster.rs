@@ -1,0 +1,459 @@
+//! Two `courier` processes on two ports sharing one PostgreSQL database and one Redis:
+//! what a client on one node does reaches clients on the other, in order, and survives
+//! a node's death and a Redis restart.
+//!
+//! Needs PostgreSQL (`DATABASE_URL`) and `redis-server` on the PATH; skips without them
+//! unless `COURIER_REQUIRE_POSTGRES` / `COURIER_REQUIRE_REDIS` say they must be there.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use awc::ws;
+use courier_test_db::{Backend, TestDatabase, TestRedis};
+use futures_util::StreamExt;
+use helpers::{Api, Socket, TestUser};
+use serde_json::{Value, json};
+
+/// How fast a dead node is noticed in these tests (the default is 30 s).
+const PRESENCE_TTL_MS: u64 = 3_000;
+const SETTINGS: &str = r#"
+auth_requests_per_minute = 10000
+sends_per_second = 10000
+ws_frames_per_second = 10000
+"#;
+
+/// One `courier serve` child process.
+struct Node {
+    api: Api,
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(cluster: &Cluster) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let settings = data.path().join("courier.toml");
+        std::fs::write(&settings, SETTINGS).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
+            .arg("serve")
+            .env("DATABASE_URL", cluster.database.url())
+            .env("REDIS_URL", cluster.redis.url())
+            .env("COURIER_CONFIG", &settings)
+            .env("COURIER_LISTEN", "127.0.0.1:0")
+            .env("COURIER_DATA_DIR", data.path())
+            .env(
+                "COURIER_JWT_SECRET",
+                "cluster-secret-cluster-secret-cluster!",
+            )
+            .env("COURIER_BCRYPT_COST", "4")
+            .env("COURIER_PRESENCE_GRACE_MS", "200")
+            .env("COURIER_PRESENCE_TTL_MS", PRESENCE_TTL_MS.to_string())
+            .env("COURIER_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env_remove("COURIER_DATABASE_URL")
+            .env_remove("COURIER_REDIS_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("courier starts");
+        let stdout = child.stdout.take().unwrap();
+        let (port_tx, port_rx) = mpsc::channel();
+        // Reads the log for the port, then keeps draining it so the child never blocks.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] == "courier listening" {
+                    let _ = port_tx.send(entry["fields"]["port"].as_u64().unwrap());
+                }
+            }
+        });
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("courier listens");
+        Self {
+            api: Api::new(u16::try_from(port).unwrap()),
+            child,
+            _data: data,
+        }
+    }
+
+    /// SIGKILL: no goodbye to Redis or anyone.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn ready(&self) -> Value {
+        let response = self
+            .api
+            .http
+            .get(self.api.url("/ready"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Waits until `/ready` says `status` (the bus connects in the background).
+    async fn wait_until(&self, status: &str) {
+        for _ in 0..200 {
+            if self.ready().await["status"] == status {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node never became {status}: {}", self.ready().await);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The shared services of one test's cluster.
+struct Cluster {
+    database: TestDatabase,
+    redis: TestRedis,
+}
+
+impl Cluster {
+    async fn new() -> Option<Self> {
+        let Some(database) = TestDatabase::new(Backend::Postgres).await else {
+            eprintln!("skipped: DATABASE_URL names no PostgreSQL server");
+            return None;
+        };
+        let Some(redis) = TestRedis::start() else {
+            eprintln!("skipped: redis-server is not installed");
+            return None;
+        };
+        Some(Self { database, redis })
+    }
+
+    /// Two nodes, started one after the other (the first applies the migrations).
+    async fn two_nodes(&self) -> (Node, Node) {
+        let a = Node::start(self);
+        let b = Node::start(self);
+        a.wait_until("ready").await;
+        b.wait_until("ready").await;
+        (a, b)
+    }
+}
+
+/// The next frame `keep` accepts within `within`, skipping others.
+async fn within(socket: &mut Socket, within: Duration, keep: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, socket.framed.next())
+            .await
+            .expect("the frame arrived in time");
+        if let Some(Ok(ws::Frame::Text(bytes))) = frame {
+            let frame: Value = serde_json::from_slice(&bytes).unwrap();
+            if keep(&frame) {
+                return frame;
+            }
+        }
+    }
+}
+
+fn is(kind: &'static str, user: i64) -> impl Fn(&Value) -> bool {
+    move |frame| frame["type"] == kind && frame["data"]["userId"] == user
+}
+
+async fn direct(api: &Api, from: &TestUser, to: &TestUser) -> i64 {
+    let (status, body) = api
+        .post(
+            "/conversations",
+            Some(&from.access),
+            json!({"kind": "direct", "peerId": to.id}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_i64().unwrap()
+}
+
+#[actix_rt::test]
+async fn clients_on_two_nodes_share_messages_typing_receipts_and_presence() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = cluster.two_nodes().await;
+    let ann = a.api.register("ann").await;
+    let bob = b.api.register("bob").await;
+    let chat = direct(&a.api, &ann, &bob).await;
+
+    let mut ann_ws = a.api.socket(&ann).await;
+    let mut bob_ws = b.api.socket(&bob).await;
+    let online = ann_ws.next_where(is("user:online", bob.id)).await;
+    assert_eq!(online["data"]["lastSeen"], Value::Null);
+    let (_, presence) = a.api.get(&format!("/users/{}", bob.id), &ann.access).await;
+    assert_eq!(
+        presence["online"], true,
+        "node A sees bob online on B: {presence}"
+    );
+
+    // A message sent on A reaches B as the sender's ack says.
+    let ack = ann_ws
+        .request(
+            "message:send",
+            json!({"conversationId": chat, "clientMsgId": "m1", "body": "hello from A"}),
+        )
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let received = bob_ws.next_event("message:received").await;
+    assert_eq!(received["data"], ack["data"]["message"]);
+    assert_eq!(received["data"]["seq"], 1);
+
+    // And back, over REST on B.
+    let reply = b.api.send(&bob, chat, "m2", "hello from B").await;
+    let received = ann_ws.next_event("message:received").await;
+    assert_eq!(received["data"], reply);
+
+    bob_ws
+        .command("typing:start", json!({"conversationId": chat}))
+        .await;
+    let typing = ann_ws.next_event("typing:started").await;
+    assert_eq!(
+        typing["data"],
+        json!({"conversationId": chat, "userId": bob.id})
+    );
+
+    bob_ws
+        .request("message:read", json!({"conversationId": chat, "seq": 1}))
+        .await;
+    let read = ann_ws.next_event("message:read").await;
+    assert_eq!(
+        read["data"],
+        json!({"conversationId": chat, "userId": bob.id, "seq": 1})
+    );
+
+    let message_id = ack["data"]["message"]["id"].clone();
+    ann_ws
+        .request(
+            "message:edit",
+            json!({"messageId": message_id, "body": "hello, edited"}),
+        )
+        .await;
+    let edited = bob_ws.next_event("message:edited").await;
+    assert_eq!(edited["data"]["body"], "hello, edited");
+    ann_ws
+        .request("message:delete", json!({"messageId": message_id}))
+        .await;
+    let deleted = bob_ws.next_event("message:deleted").await;
+    assert_eq!(deleted["data"]["id"], message_id);
+
+    // A status set on B shows on A.
+    bob_ws
+        .request(
+            "status:update",
+            json!({"status": "busy", "text": "in a call"}),
+        )
+        .await;
+    let status = ann_ws.next_event("user:status").await;
+    assert_eq!(
+        status["data"],
+        json!({"userId": bob.id, "status": "busy", "text": "in a call"})
+    );
+    let (_, presence) = a.api.get(&format!("/users/{}", bob.id), &ann.access).await;
+    assert_eq!(presence["status"], "busy", "{presence}");
+
+    // A group created on B reaches ann's session on A, which then gets its messages.
+    let cat = a.api.register("cat").await;
+    let group = b.api.group(&bob, &[&cat]).await;
+    let (status, _) = b
+        .api
+        .post(
+            &format!("/conversations/{group}/members"),
+            Some(&bob.access),
+            json!({"userId": ann.id}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let created = ann_ws.next_event("conversation:created").await;
+    assert_eq!(created["data"]["id"], group);
+    let sent = b.api.send(&cat, group, "g1", "welcome ann").await;
+    let received = ann_ws.next_event("message:received").await;
+    assert_eq!(received["data"], sent);
+    // ann, a member since a moment ago on node B, may post through node A.
+    let ack = ann_ws
+        .request(
+            "message:send",
+            json!({"conversationId": group, "clientMsgId": "g2", "body": "thanks"}),
+        )
+        .await;
+    assert_eq!(ack["type"], "ack", "node A knows ann joined on B: {ack}");
+
+    drop(bob_ws);
+    let offline = ann_ws.next_where(is("user:offline", bob.id)).await;
+    assert!(offline["data"]["lastSeen"].is_string(), "{offline}");
+}
+
+#[actix_rt::test]
+async fn concurrent_sends_through_both_nodes_give_every_member_one_gap_free_sequence() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = cluster.two_nodes().await;
+    let owner = a.api.register("owner").await;
+    let on_a = a.api.register("reader_a").await;
+    let on_b = b.api.register("reader_b").await;
+    let sender_b = b.api.register("sender_b").await;
+    let group = a.api.group(&owner, &[&on_a, &on_b, &sender_b]).await;
+
+    let mut sockets = vec![
+        a.api.socket(&owner).await,
+        a.api.socket(&on_a).await,
+        b.api.socket(&on_b).await,
+        b.api.socket(&sender_b).await,
+    ];
+    const EACH: usize = 150;
+    // Both senders put every send on the wire before reading any ack.
+    for (index, sender) in [0, 3].into_iter().enumerate() {
+        for n in 0..EACH {
+            sockets[sender]
+                .command(
+                    "message:send",
+                    json!({"conversationId": group, "clientMsgId": format!("{index}-{n}"), "body": format!("{index}:{n}")}),
+                )
+                .await;
+        }
+    }
+    let mut sequences = Vec::new();
+    for socket in &mut sockets {
+        let mut ids = Vec::new();
+        let mut seqs = Vec::new();
+        while seqs.len() < 2 * EACH {
+            let frame = socket.next_event("message:received").await;
+            seqs.push(frame["data"]["seq"].as_i64().unwrap());
+            ids.push(frame["data"]["id"].as_i64().unwrap());
+        }
+        let expected: Vec<i64> = (1..=(2 * EACH) as i64).collect();
+        assert_eq!(seqs, expected, "gap-free, in order, each once");
+        sequences.push(ids);
+    }
+    assert!(
+        sequences.windows(2).all(|pair| pair[0] == pair[1]),
+        "every member saw the same messages in the same order"
+    );
+    let (_, history) = b
+        .api
+        .get(
+            &format!("/conversations/{group}/messages?limit=200"),
+            &on_b.access,
+        )
+        .await;
+    let stored: Vec<i64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(stored[..], sequences[0][..200], "pushes match the store");
+}
+
+#[actix_rt::test]
+async fn the_users_of_a_killed_node_go_offline_for_the_others() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, mut b) = cluster.two_nodes().await;
+    let ann = a.api.register("ann").await;
+    let bob = b.api.register("bob").await;
+    direct(&a.api, &ann, &bob).await;
+    let mut ann_ws = a.api.socket(&ann).await;
+    let _bob_ws = b.api.socket(&bob).await;
+    ann_ws.next_where(is("user:online", bob.id)).await;
+
+    b.kill();
+    let ttl = Duration::from_millis(PRESENCE_TTL_MS);
+    let offline = within(
+        &mut ann_ws,
+        ttl + Duration::from_secs(3),
+        is("user:offline", bob.id),
+    )
+    .await;
+    assert!(offline["data"]["lastSeen"].is_string(), "{offline}");
+    let (_, presence) = a.api.get(&format!("/users/{}", bob.id), &ann.access).await;
+    assert_eq!(presence["online"], false, "{presence}");
+    assert!(presence["lastSeen"].is_string(), "{presence}");
+}
+
+#[actix_rt::test]
+async fn a_redis_restart_loses_nothing_acked() {
+    let Some(mut cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = cluster.two_nodes().await;
+    let ann = a.api.register("ann").await;
+    let bob = b.api.register("bob").await;
+    let chat = direct(&a.api, &ann, &bob).await;
+    let mut ann_ws = a.api.socket(&ann).await;
+    let mut bob_ws = b.api.socket(&bob).await;
+    a.api.send(&ann, chat, "before", "before the outage").await;
+    assert_eq!(
+        bob_ws.next_event("message:received").await["data"]["seq"],
+        1
+    );
+
+    cluster.redis.stop();
+    a.wait_until("degraded").await;
+    let mut acked = vec![1];
+    for n in 0..5 {
+        // Each node still serves its own users: sends are stored and acked.
+        let ack = ann_ws
+            .request(
+                "message:send",
+                json!({"conversationId": chat, "clientMsgId": format!("during-{n}"), "body": "during"}),
+            )
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        acked.push(ack["data"]["message"]["seq"].as_i64().unwrap());
+    }
+    let ready = a.ready().await;
+    assert_eq!(ready["bus"], "redis");
+    assert!(ready["busError"].is_string(), "{ready}");
+
+    cluster.redis.restart();
+    a.wait_until("ready").await;
+    b.wait_until("ready").await;
+    let ack = ann_ws
+        .request(
+            "message:send",
+            json!({"conversationId": chat, "clientMsgId": "after", "body": "after the outage"}),
+        )
+        .await;
+    acked.push(ack["data"]["message"]["seq"].as_i64().unwrap());
+
+    // Pushes resume, and node B fills what its sessions missed from the store.
+    let mut seen = vec![1];
+    while seen.last() != acked.last() {
+        let frame = bob_ws.next_event("message:received").await;
+        seen.push(frame["data"]["seq"].as_i64().unwrap());
+    }
+    let synced = bob_ws
+        .request("sync", json!({"conversationId": chat, "afterSeq": 0}))
+        .await;
+    let stored: Vec<i64> = synced["data"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(stored, acked, "every acked message is stored once");
+    assert_eq!(
+        seen, acked,
+        "what bob missed while Redis was down was pushed once it was back, in order"
+    );
+}

@@ -302,6 +302,12 @@ impl Engine {
         self.core.bus.publish(audience, event.encode());
     }
 
+    /// Takes this node's users out of the cluster's presence now, as a node shutting
+    /// down does: those with no session on another node go offline for their contacts.
+    pub async fn leave_cluster(&self) {
+        self.core.bus.leave().await;
+    }
+
     /// Closes every session with [`CloseReason::Shutdown`] (their transports decide how).
     pub fn close_all_sessions(&self) {
         self.core.users.close_all(CloseReason::Shutdown);

@@ -174,8 +174,9 @@ impl Application {
     }
 }
 
-/// Stops the server: sockets are told to go away (close code 1001), no new connections
-/// are accepted, and requests in flight, sends awaiting their commit included, finish.
+/// Stops the server: sockets are told to go away (close code 1001), this node's users
+/// leave the cluster's presence, no new connections are accepted, and requests in
+/// flight, sends awaiting their commit included, finish.
 #[derive(Clone)]
 pub struct ShutdownHandle {
     server: ServerHandle,
@@ -186,6 +187,8 @@ impl ShutdownHandle {
     /// Stops gracefully.
     pub async fn stop(&self) {
         self.engine.close_all_sessions();
+        // Before the server stops: once it has, the process exits.
+        self.engine.leave_cluster().await;
         self.server.stop(true).await;
     }
 }

@@ -38,7 +38,8 @@ struct Node {
 }
 
 impl Node {
-    fn start(cluster: &Cluster) -> Self {
+    /// Starts a node; `overrides` replace the test defaults' environment variables.
+    fn start(cluster: &Cluster, overrides: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().unwrap();
         let settings = data.path().join("courier.toml");
         std::fs::write(&settings, SETTINGS).unwrap();
@@ -58,6 +59,7 @@ impl Node {
             .env("COURIER_PRESENCE_TTL_MS", PRESENCE_TTL_MS.to_string())
             .env("COURIER_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(overrides.iter().copied())
             .env_remove("COURIER_DATABASE_URL")
             .env_remove("COURIER_REDIS_URL")
             .stdout(Stdio::piped())
@@ -85,6 +87,16 @@ impl Node {
             child,
             _data: data,
         }
+    }
+
+    /// SIGTERM: a graceful stop.
+    fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.wait();
     }
 
     /// SIGKILL: no goodbye to Redis or anyone.
@@ -144,8 +156,12 @@ impl Cluster {
 
     /// Two nodes, started one after the other (the first applies the migrations).
     async fn two_nodes(&self) -> (Node, Node) {
-        let a = Node::start(self);
-        let b = Node::start(self);
+        self.two_nodes_with(&[]).await
+    }
+
+    async fn two_nodes_with(&self, settings: &[(&str, &str)]) -> (Node, Node) {
+        let a = Node::start(self, settings);
+        let b = Node::start(self, settings);
         a.wait_until("ready").await;
         b.wait_until("ready").await;
         (a, b)
@@ -388,6 +404,35 @@ async fn the_users_of_a_killed_node_go_offline_for_the_others() {
     let (_, presence) = a.api.get(&format!("/users/{}", bob.id), &ann.access).await;
     assert_eq!(presence["online"], false, "{presence}");
     assert!(presence["lastSeen"].is_string(), "{presence}");
+}
+
+#[actix_rt::test]
+async fn a_node_stopped_gracefully_takes_its_users_offline_at_once() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    // A presence TTL and grace far beyond the wait below: only the stopping node's
+    // goodbye can take bob offline in time.
+    let slow = [
+        ("COURIER_PRESENCE_TTL_MS", "120000"),
+        ("COURIER_PRESENCE_GRACE_MS", "60000"),
+    ];
+    let (a, mut b) = cluster.two_nodes_with(&slow).await;
+    let ann = a.api.register("ann").await;
+    let bob = b.api.register("bob").await;
+    direct(&a.api, &ann, &bob).await;
+    let mut ann_ws = a.api.socket(&ann).await;
+    let _bob_ws = b.api.socket(&bob).await;
+    ann_ws.next_where(is("user:online", bob.id)).await;
+
+    b.terminate();
+    let offline = within(
+        &mut ann_ws,
+        Duration::from_secs(5),
+        is("user:offline", bob.id),
+    )
+    .await;
+    assert!(offline["data"]["lastSeen"].is_string(), "{offline}");
 }
 
 #[actix_rt::test]

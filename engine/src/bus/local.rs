@@ -71,11 +71,11 @@ impl LocalDelivery {
         }
     }
 
-    /// `user` went offline everywhere without a node saying so (their node died): tell
-    /// their contacts, as their own node would have.
-    pub fn went_offline_elsewhere(&self, user: UserId, at: Timestamp) {
+    /// `user` went offline everywhere without their node saying so in the usual way
+    /// (it died, or is shutting down): tell their contacts.
+    pub async fn went_offline_elsewhere(&self, user: UserId, at: Timestamp) {
         if let Some(core) = self.core.get().and_then(Weak::upgrade) {
-            actix::spawn(async move { crate::actors::tell_offline(&core, user, at).await });
+            crate::actors::tell_offline(&core, user, at).await;
         }
     }
 }

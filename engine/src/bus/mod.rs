@@ -81,6 +81,11 @@ pub trait Bus: Send + Sync + 'static {
     /// invisible) on any node.
     async fn presence_of(&self, users: &[UserId]) -> Vec<Option<ShownStatus>>;
 
+    /// This node is shutting down: its users leave the cluster's presence now (those
+    /// with no session elsewhere go offline for their contacts) instead of when other
+    /// nodes notice the silence.
+    async fn leave(&self) {}
+
     /// `user` joined or left `conversation`: other nodes' member lists and
     /// subscriptions follow. Published before the membership event itself.
     fn membership_changed(&self, conversation: ConversationId, user: UserId, joined: bool);

@@ -143,6 +143,8 @@ struct Inner {
     order: Order,
     subscribed: AtomicBool,
     commands_ok: AtomicBool,
+    /// The node left the cluster (shutting down): departures announce nothing more.
+    left: AtomicBool,
     last_error: Mutex<String>,
     counters: Counters,
 }
@@ -178,6 +180,7 @@ impl RedisBus {
             here: Mutex::new(HashMap::new()),
             order: Order::new(),
             subscribed: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             commands_ok: AtomicBool::new(false),
             last_error: Mutex::new("not connected yet".into()),
             counters: Counters::default(),
@@ -502,7 +505,7 @@ impl Inner {
                     .invoke_async(&mut *conn)
                     .await?;
                 if left == 0 {
-                    self.local.went_offline_elsewhere(user, at);
+                    self.local.went_offline_elsewhere(user, at).await;
                 }
             }
             redis::cmd("DEL")
@@ -672,6 +675,9 @@ impl Bus for RedisBus {
 
     async fn user_departed(&self, user: UserId) -> bool {
         let inner = &self.inner;
+        if inner.left.load(AtomicOrdering::Acquire) {
+            return false;
+        }
         let conversations = inner.here.lock().remove(&user).unwrap_or_default();
         let mut channels = vec![inner.keys.user_channel(user)];
         for conversation in conversations {
@@ -726,6 +732,39 @@ impl Bus for RedisBus {
                 local.presence_of(users).await
             }
         }
+    }
+
+    async fn leave(&self) {
+        let inner = &self.inner;
+        if inner.left.swap(true, AtomicOrdering::AcqRel) {
+            return;
+        }
+        let users: Vec<UserId> = inner.here.lock().keys().copied().collect();
+        let at = Timestamp::now();
+        for user in users {
+            match inner.try_depart(user).await {
+                Ok(0) => inner.local.went_offline_elsewhere(user, at).await,
+                Ok(_) => {}
+                Err(error) => {
+                    // The other nodes will notice the silence instead.
+                    inner.command_failed("presence", &error);
+                    return;
+                }
+            }
+        }
+        let forget = async {
+            let mut conn = inner.connection().await?;
+            redis::pipe()
+                .del(inner.keys.node(&inner.node))
+                .srem(inner.keys.nodes(), &inner.node)
+                .del(inner.keys.node_users(&inner.node))
+                .query_async::<()>(&mut *conn)
+                .await
+        };
+        if let Err(error) = forget.await {
+            inner.command_failed("leave", &error);
+        }
+        tracing::info!(node = %inner.node, "left the cluster");
     }
 
     fn membership_changed(&self, conversation: ConversationId, user: UserId, joined: bool) {

@@ -11,9 +11,8 @@
 #[allow(dead_code)]
 mod helpers;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod support;
+
 use std::time::Duration;
 
 use awc::ws;
@@ -21,119 +20,10 @@ use courier_test_db::{Backend, TestDatabase, TestRedis};
 use futures_util::StreamExt;
 use helpers::{Api, Socket, TestUser};
 use serde_json::{Value, json};
+use support::{Node, NodeSpec};
 
 /// How fast a dead node is noticed in these tests (the default is 30 s).
-const PRESENCE_TTL_MS: u64 = 3_000;
-const SETTINGS: &str = r#"
-auth_requests_per_minute = 10000
-sends_per_second = 10000
-ws_frames_per_second = 10000
-"#;
-
-/// One `courier serve` child process.
-struct Node {
-    api: Api,
-    child: Child,
-    _data: tempfile::TempDir,
-}
-
-impl Node {
-    /// Starts a node; `overrides` replace the test defaults' environment variables.
-    fn start(cluster: &Cluster, overrides: &[(&str, &str)]) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let settings = data.path().join("courier.toml");
-        std::fs::write(&settings, SETTINGS).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
-            .arg("serve")
-            .env("DATABASE_URL", cluster.database.url())
-            .env("REDIS_URL", cluster.redis.url())
-            .env("COURIER_CONFIG", &settings)
-            .env("COURIER_LISTEN", "127.0.0.1:0")
-            .env("COURIER_DATA_DIR", data.path())
-            .env(
-                "COURIER_JWT_SECRET",
-                "cluster-secret-cluster-secret-cluster!",
-            )
-            .env("COURIER_BCRYPT_COST", "4")
-            .env("COURIER_PRESENCE_GRACE_MS", "200")
-            .env("COURIER_PRESENCE_TTL_MS", PRESENCE_TTL_MS.to_string())
-            .env("COURIER_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(overrides.iter().copied())
-            .env_remove("COURIER_DATABASE_URL")
-            .env_remove("COURIER_REDIS_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("courier starts");
-        let stdout = child.stdout.take().unwrap();
-        let (port_tx, port_rx) = mpsc::channel();
-        // Reads the log for the port, then keeps draining it so the child never blocks.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if entry["fields"]["message"] == "courier listening" {
-                    let _ = port_tx.send(entry["fields"]["port"].as_u64().unwrap());
-                }
-            }
-        });
-        let port = port_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("courier listens");
-        Self {
-            api: Api::new(u16::try_from(port).unwrap()),
-            child,
-            _data: data,
-        }
-    }
-
-    /// SIGTERM: a graceful stop.
-    fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-
-    /// SIGKILL: no goodbye to Redis or anyone.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn ready(&self) -> Value {
-        let response = self
-            .api
-            .http
-            .get(self.api.url("/ready"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
-    }
-
-    /// Waits until `/ready` says `status` (the bus connects in the background).
-    async fn wait_until(&self, status: &str) {
-        for _ in 0..200 {
-            if self.ready().await["status"] == status {
-                return;
-            }
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("node never became {status}: {}", self.ready().await);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+const PRESENCE_TTL_MS: &str = "3000";
 
 /// The shared services of one test's cluster.
 struct Cluster {
@@ -159,9 +49,15 @@ impl Cluster {
         self.two_nodes_with(&[]).await
     }
 
-    async fn two_nodes_with(&self, settings: &[(&str, &str)]) -> (Node, Node) {
-        let a = Node::start(self, settings);
-        let b = Node::start(self, settings);
+    async fn two_nodes_with(&self, overrides: &[(&str, &str)]) -> (Node, Node) {
+        let spec = overrides.iter().fold(
+            NodeSpec::new(self.database.url())
+                .redis(&self.redis.url())
+                .set("COURIER_PRESENCE_TTL_MS", PRESENCE_TTL_MS),
+            |spec, (key, value)| spec.set(key, value),
+        );
+        let a = Node::start(spec.clone());
+        let b = Node::start(spec);
         a.wait_until("ready").await;
         b.wait_until("ready").await;
         (a, b)
@@ -393,7 +289,7 @@ async fn the_users_of_a_killed_node_go_offline_for_the_others() {
     ann_ws.next_where(is("user:online", bob.id)).await;
 
     b.kill();
-    let ttl = Duration::from_millis(PRESENCE_TTL_MS);
+    let ttl = Duration::from_millis(PRESENCE_TTL_MS.parse().unwrap());
     let offline = within(
         &mut ann_ws,
         ttl + Duration::from_secs(3),

@@ -5,12 +5,15 @@
 //! PostgreSQL tests skip (returning `None`) when `DATABASE_URL` names no PostgreSQL server,
 //! unless `COURIER_REQUIRE_POSTGRES` is set, as CI does: then they fail.
 //!
-//! [`TestRedis`] is a private `redis-server` a test can stop and restart.
+//! [`TestRedis`] and [`TestPostgresServer`] are private servers a test can stop, restart
+//! (and, for PostgreSQL, pause).
 
 #![allow(clippy::expect_used)]
 
+mod postgres_server;
 mod redis;
 
+pub use postgres_server::TestPostgresServer;
 pub use redis::TestRedis;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};

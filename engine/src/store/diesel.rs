@@ -67,16 +67,21 @@ pub struct StoreConfig {
     pub connect_timeout: Duration,
     /// SQLite's fsync policy.
     pub sqlite_durability: SqliteDurability,
+    /// How long a PostgreSQL operation (checkout included) may take before it fails as
+    /// unavailable. SQLite has its own `busy_timeout`.
+    pub query_timeout: Duration,
 }
 
 impl StoreConfig {
-    /// Defaults for a URL: 8 connections, 2 s to get one, fsync on every commit.
+    /// Defaults for a URL: 8 connections, 2 s to get one and 2 s per PostgreSQL
+    /// operation, fsync on every commit.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(2),
             sqlite_durability: SqliteDurability::Full,
+            query_timeout: Duration::from_secs(2),
         }
     }
 
@@ -104,6 +109,7 @@ struct SqlitePools {
 /// The Diesel implementation of [`Store`] for SQLite and PostgreSQL.
 pub struct DieselStore {
     backend: Backend,
+    query_timeout: Duration,
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -134,9 +140,24 @@ macro_rules! with_conn {
     ($store:expr, $role:ident, |$conn:ident| $body:expr) => {{
         match &$store.backend {
             Backend::Postgres(pool) => {
-                let mut pooled = checkout!(pool);
-                let $conn = &mut *pooled;
-                $body
+                // A server that stops answering (paused, or a network partition) holds a
+                // query forever: bound it, so callers fail fast and can retry.
+                let limit = $store.query_timeout;
+                // The bodies are written for a function returning `Result` (the SQLite arm
+                // inlines them); here they become an async block's value.
+                #[allow(clippy::needless_question_mark)]
+                let run = async {
+                    let mut pooled = checkout!(pool);
+                    let $conn = &mut *pooled;
+                    $body
+                };
+                match tokio::time::timeout(limit, run).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable(format!(
+                        "PostgreSQL did not answer within {} ms",
+                        limit.as_millis()
+                    ))),
+                }
             }
             Backend::Sqlite(pools) => {
                 let mut pooled = checkout!(pools.$role);
@@ -188,9 +209,13 @@ impl DieselStore {
     pub async fn connect_without_migrating(config: &StoreConfig) -> Result<Self, StoreError> {
         let backend = if config.is_postgres() {
             let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&config.url);
+            // No test query on each checkout: it would cost a round trip per operation.
+            // A dead connection fails its query (and is then dropped as broken); a hung
+            // server is caught by the query timeout.
             let pool = bb8::Pool::builder()
                 .max_size(config.pool_size.max(1))
                 .connection_timeout(config.connect_timeout)
+                .test_on_check_out(false)
                 .build(manager)
                 .await
                 .map_err(|error| StoreError::Unavailable(error.to_string()))?;
@@ -207,7 +232,10 @@ impl DieselStore {
             let reader = sqlite_pool(path, config.pool_size.max(1), config).await?;
             Backend::Sqlite(SqlitePools { writer, reader })
         };
-        Ok(Self { backend })
+        Ok(Self {
+            backend,
+            query_timeout: config.query_timeout,
+        })
     }
 
     /// Applies pending migrations for the backend in `config`.

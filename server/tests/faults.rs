@@ -305,3 +305,174 @@ async fn postgres_paused_or_restarted_fails_fast_and_recovers_by_itself() {
         .collect();
     assert!(panics.is_empty(), "the server panicked: {panics:?}");
 }
+
+/// A member who sends `count` messages over WebSocket, at most 32 unacked at a time,
+/// while reading every push; returns the seqs pushed to it, in arrival order.
+async fn send_and_read(
+    api: &helpers::Api,
+    user: &helpers::TestUser,
+    group: i64,
+    name: &str,
+    count: usize,
+    expect_pushes: usize,
+    body: &str,
+) -> Vec<i64> {
+    const WINDOW: usize = 32;
+    let socket = api.socket(user).await;
+    let (mut sink, mut stream) = futures_util::StreamExt::split(socket.framed);
+    let acks = std::cell::Cell::new(0);
+    let acked = tokio::sync::Notify::new();
+    let write = async {
+        for n in 0..count {
+            while n - acks.get() >= WINDOW {
+                acked.notified().await;
+            }
+            let frame = json!({"type": "message:send", "ref": n.to_string(), "data": {
+                "conversationId": group, "clientMsgId": format!("{name}-{n}"), "body": body}});
+            let text = awc::ws::Message::Text(frame.to_string().into());
+            futures_util::SinkExt::send(&mut sink, text).await.unwrap();
+        }
+    };
+    let read = async {
+        let mut pushed = Vec::with_capacity(expect_pushes);
+        while pushed.len() < expect_pushes || acks.get() < count {
+            let next = futures_util::StreamExt::next(&mut stream);
+            let frame = tokio::time::timeout(Duration::from_secs(20), next)
+                .await
+                .expect("pushes keep flowing to a reading member");
+            let text = match frame {
+                Some(Ok(awc::ws::Frame::Text(bytes))) => bytes,
+                Some(Ok(awc::ws::Frame::Close(reason))) => panic!("{name} was closed: {reason:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("{name}: {error}"),
+                None => panic!("{name}'s connection ended"),
+            };
+            // Only the head of each frame is read: parsing 12 KiB bodies in a debug
+            // build would make this client, not the server, the bottleneck.
+            let text = std::str::from_utf8(&text).unwrap();
+            if text.starts_with(r#"{"type":"message:received""#) {
+                let seq = text
+                    .split_once(r#""seq":"#)
+                    .and_then(|(_, rest)| rest.split([',', '}']).next())
+                    .and_then(|digits| digits.parse().ok())
+                    .expect("a seq");
+                pushed.push(seq);
+            } else if text.starts_with(r#"{"type":"ack""#) {
+                acks.set(acks.get() + 1);
+                acked.notify_one();
+            } else if text.starts_with(r#"{"type":"error""#) {
+                panic!("{name}: {text}");
+            }
+        }
+        pushed
+    };
+    let ((), pushed) = futures_util::future::join(write, read).await;
+    pushed
+}
+
+#[actix_rt::test]
+async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_catches_up() {
+    let node = Node::start(NodeSpec::new(""));
+    let api = &node.api;
+    let fast_a = api.register("fast_a").await;
+    let fast_b = api.register("fast_b").await;
+    let slow = api.register("slow").await;
+    let group = api.group(&fast_a, &[&fast_b, &slow]).await;
+    let body = "x".repeat(12 * 1024);
+    const WARM: usize = 2_000;
+    const BUSY: usize = 5_000;
+    let round = |name: &'static str, each: usize| {
+        let body = body.clone();
+        let (fast_a, fast_b) = (fast_a.clone(), fast_b.clone());
+        async move {
+            futures_util::future::join(
+                send_and_read(
+                    api,
+                    &fast_a,
+                    group,
+                    &format!("{name}a"),
+                    each,
+                    2 * each,
+                    &body,
+                ),
+                send_and_read(
+                    api,
+                    &fast_b,
+                    group,
+                    &format!("{name}b"),
+                    each,
+                    2 * each,
+                    &body,
+                ),
+            )
+            .await
+        }
+    };
+
+    // A first round with everyone reading takes the allocator and caches to their
+    // working size, so that the second round measures only what a stalled reader costs.
+    let mut slow_ws = api.socket(&slow).await;
+    let (_, slow_read) = futures_util::future::join(round("warm", WARM), async {
+        for _ in 0..2 * WARM {
+            slow_ws.next_event("message:received").await;
+        }
+    })
+    .await;
+    let () = slow_read;
+    let before = node.rss_bytes();
+
+    // The slow client stops reading; the two others chat at full speed, and get
+    // everything in order: the stalled one holds nobody up. It is owed 117 MiB.
+    let (pushed_a, pushed_b) = round("busy", BUSY).await;
+    let first = 2 * WARM as i64 + 1;
+    let total = first - 1 + 2 * BUSY as i64;
+    let expected: Vec<i64> = (first..=total).collect();
+    assert_eq!(
+        pushed_a, expected,
+        "a reading member gets everything, in order"
+    );
+    assert_eq!(pushed_b, expected);
+    let grown_mib = node.rss_bytes().saturating_sub(before) >> 20;
+    eprintln!("server RSS grew {grown_mib} MiB in the round with a stalled reader");
+    assert!(
+        grown_mib < 48,
+        "server memory stayed bounded: it grew {grown_mib} MiB while owing the stalled client 117 MiB"
+    );
+
+    // Reading again, the slow client finds what was queued for it, then the close.
+    let mut last_seq = first - 1;
+    let reason = loop {
+        match slow_ws.incoming().await {
+            helpers::Incoming::Json(frame) if frame["type"] == "message:received" => {
+                let seq = frame["data"]["seq"].as_i64().unwrap();
+                assert_eq!(seq, last_seq + 1, "in order, no gap before the cut");
+                last_seq = seq;
+            }
+            helpers::Incoming::Json(_) => {}
+            helpers::Incoming::Closed(reason) => break reason,
+        }
+    };
+    let reason = reason.expect("a close frame with a reason");
+    assert_eq!(u16::from(reason.code), 4008, "closed as a slow consumer");
+    assert!(last_seq < total, "the cut came before the end");
+
+    // It catches up with sync (small pages: 12 KiB messages).
+    let mut slow_ws = api.socket(&slow).await;
+    loop {
+        let page = slow_ws
+            .request(
+                "sync",
+                json!({"conversationId": group, "afterSeq": last_seq, "limit": 4}),
+            )
+            .await;
+        for message in page["data"]["messages"].as_array().unwrap() {
+            let seq = message["seq"].as_i64().unwrap();
+            assert_eq!(seq, last_seq + 1, "sync continues where the pushes stopped");
+            last_seq = seq;
+        }
+        if page["data"]["hasMore"] != true {
+            break;
+        }
+    }
+    assert_eq!(last_seq, total, "sync brought the rest");
+}

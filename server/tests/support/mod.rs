@@ -163,6 +163,18 @@ impl Node {
         }
     }
 
+    /// The process's resident memory, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the node runs").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
+    }
+
     /// Every log line so far, stdout and stderr.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()

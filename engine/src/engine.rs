@@ -8,9 +8,9 @@ use actix::prelude::*;
 
 use crate::actors::registry::Sharded;
 use crate::actors::{
-    AttachSession, Authorize, ChangeMembership, CloseReason, ConversationActor, DetachSession,
-    MarkReceipt, MessageChange, ModifyMessage, Outbound, OutboundQueue, PostMessage, RelayCall,
-    ReloadRoster, SessionSink, SetStatus, SetTyping, UserActor, UserDirectory,
+    Announcer, AttachSession, Authorize, ChangeMembership, CloseReason, ConversationActor,
+    DetachSession, MarkReceipt, MessageChange, ModifyMessage, Outbound, OutboundQueue, PostMessage,
+    RelayCall, ReloadRoster, SessionSink, SetStatus, SetTyping, UserActor, UserDirectory,
 };
 use crate::bus::{Audience, Bus, LocalBus, LocalDelivery};
 use crate::config::Limits;
@@ -36,6 +36,7 @@ pub(crate) struct Core {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) limits: Limits,
     pub(crate) users: Arc<UserDirectory>,
+    pub(crate) announcer: Announcer,
     conversations: Sharded<ConversationId, Addr<ConversationActor>>,
     next_session: AtomicI64,
 }
@@ -135,6 +136,7 @@ impl EngineBuilder {
             None => Arc::new(LocalBus::new(local.clone())),
         };
         let core = Arc::new(Core {
+            announcer: Announcer::new(Arc::clone(&self.store), Arc::clone(&bus)),
             store: self.store,
             observer: self.observer,
             bus,

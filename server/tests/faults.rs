@@ -476,3 +476,152 @@ async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_catches_up() {
     }
     assert_eq!(last_seq, total, "sync brought the rest");
 }
+
+/// Opens a native WebSocket for each token at once; answers the sockets in order.
+async fn connect_all(port: u16, tokens: &[String]) -> Vec<helpers::Socket> {
+    // awc's default connector allows 100 connections per host.
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().limit(0))
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let url = format!("ws://127.0.0.1:{port}/api/v1/ws");
+    let connecting = tokens.iter().map(|token| {
+        let request = client.ws(url.as_str()).bearer_auth(token);
+        async move {
+            let (_, framed) = request.connect().await.expect("connects in the storm");
+            helpers::Socket::from_framed(framed)
+        }
+    });
+    join_all(connecting).await
+}
+
+/// Collects presence frames about others than `me` until none arrives for `quiet`.
+async fn presence_until_quiet(
+    socket: &mut helpers::Socket,
+    me: i64,
+    quiet: Duration,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let next = futures_util::StreamExt::next(&mut socket.framed);
+        match tokio::time::timeout(quiet, next).await {
+            Err(_) | Ok(None) => return seen,
+            Ok(Some(Ok(awc::ws::Frame::Text(bytes)))) => {
+                let frame: Value = serde_json::from_slice(&bytes).unwrap();
+                let presence = frame["type"] == "user:online" || frame["type"] == "user:offline";
+                if presence && frame["data"]["userId"] != me {
+                    seen.push(frame);
+                }
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+/// How many of `frames` are `kind`, for each user.
+fn count_by_user(frames: &[Value], kind: &str) -> std::collections::HashMap<i64, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for frame in frames.iter().filter(|frame| frame["type"] == kind) {
+        *counts
+            .entry(frame["data"]["userId"].as_i64().unwrap())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[actix_rt::test]
+async fn a_connection_storm_settles_presence_to_the_truth_without_flapping() {
+    // 2,000 connections by default; COURIER_STORM_USERS scales it (five each) up to
+    // what the open-file limit allows.
+    let users_wanted = std::env::var("COURIER_STORM_USERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(400);
+    const DEVICES: usize = 5;
+    let users_count: usize = users_wanted.min(open_file_limit().saturating_sub(256) / DEVICES / 2);
+    let node = Node::start(NodeSpec::new("").set("COURIER_PRESENCE_GRACE_MS", "3000"));
+    let api = &node.api;
+    let observer = api.register("observer").await;
+    let mut users = Vec::with_capacity(users_count);
+    for n in 0..users_count {
+        users.push(api.register(&format!("user{n}")).await);
+    }
+    let everyone: Vec<&helpers::TestUser> = users.iter().collect();
+    api.group(&observer, &everyone).await;
+    let tokens: Vec<String> = users
+        .iter()
+        .flat_map(|user| std::iter::repeat_n(user.access.clone(), DEVICES))
+        .collect();
+    let ids: HashSet<i64> = users.iter().map(|user| user.id).collect();
+    let mut watcher = api.socket(&observer).await;
+
+    // Everyone at once: the observer hears each user come online exactly once.
+    let sockets = connect_all(api.port, &tokens).await;
+    assert_eq!(sockets.len(), users_count * DEVICES);
+    let heard = presence_until_quiet(&mut watcher, observer.id, Duration::from_secs(3)).await;
+    for line in node.logs().iter().filter(|l| l.contains("WARN")).take(5) {
+        eprintln!("{line}");
+    }
+    let online = count_by_user(&heard, "user:online");
+    let announced: HashSet<i64> = online.keys().copied().collect();
+    assert_eq!(
+        announced.symmetric_difference(&ids).collect::<Vec<_>>(),
+        Vec::<&i64>::new(),
+        "everyone announced online, nobody else"
+    );
+    assert!(online.values().all(|&n| n == 1), "one user:online per user");
+    assert!(count_by_user(&heard, "user:offline").is_empty());
+
+    // Everyone drops and comes back at once, within the grace period: nothing to hear.
+    drop(sockets);
+    let sockets = connect_all(api.port, &tokens).await;
+    let heard = presence_until_quiet(&mut watcher, observer.id, Duration::from_secs(4)).await;
+    assert!(
+        heard.is_empty(),
+        "no presence storm on a mass reconnect: {}",
+        heard.len()
+    );
+
+    // Everyone leaves for good: once the grace has passed, one user:offline each.
+    drop(sockets);
+    let heard = presence_until_quiet(&mut watcher, observer.id, Duration::from_secs(5)).await;
+    let offline = count_by_user(&heard, "user:offline");
+    assert_eq!(offline.keys().copied().collect::<HashSet<_>>(), ids);
+    assert!(
+        offline.values().all(|&n| n == 1),
+        "one user:offline per user"
+    );
+    for user in &users {
+        let (status, presence) = api
+            .get(&format!("/users/{}", user.id), &observer.access)
+            .await;
+        assert_eq!(status, 200, "{presence}");
+        assert_eq!(
+            presence["online"], false,
+            "settled to the truth: {presence}"
+        );
+    }
+}
+
+/// The open-file limit, after raising the soft limit to the hard one: each connection
+/// costs a descriptor here and one in the server (which inherits the raised limit).
+fn open_file_limit() -> usize {
+    let limits = || -> Option<(usize, usize)> {
+        let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("Max open files"))?;
+        let mut fields = line.split_whitespace().skip(3);
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    };
+    let Some((soft, hard)) = limits() else {
+        return 1024;
+    };
+    if soft < hard {
+        let _ = std::process::Command::new("prlimit")
+            .args(["--pid", &std::process::id().to_string()])
+            .arg(format!("--nofile={hard}:{hard}"))
+            .status();
+    }
+    limits().map_or(soft, |(soft, _)| soft)
+}

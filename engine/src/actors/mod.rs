@@ -6,11 +6,13 @@
 //! - [`UserDirectory`]: the sharded map from users to their actor and sessions, read by
 //!   the fan-out path without a mailbox hop.
 
+mod announcer;
 mod conversation;
 pub(crate) mod registry;
 pub(crate) mod session;
 mod user;
 
+pub(crate) use announcer::Announcer;
 pub(crate) use conversation::{
     Authorize, ChangeMembership, ConversationActor, MarkReceipt, MessageChange, ModifyMessage,
     PostMessage, ReloadRoster, SetTyping,

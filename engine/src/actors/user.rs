@@ -176,7 +176,9 @@ impl UserActor {
             if let Some((status, text)) = status {
                 core.bus.set_status(user, status, &text).await;
             }
-            tell_contacts(&core, user, events).await;
+            if !events.is_empty() {
+                core.announcer.announce(user, events).await;
+            }
         };
         ctx.wait(tell.into_actor(self).map(move |(), _, ctx| {
             if then_stop {
@@ -397,39 +399,6 @@ impl Handler<RelayCall> for UserActor {
     }
 }
 
-/// Tells everyone who shares a conversation with `user` (and the user's own sessions)
-/// about `events`, in order. Contacts are read each time, so a conversation created
-/// since the last announcement counts.
-async fn tell_contacts(core: &Core, user: UserId, events: Vec<ServerEvent>) {
-    if events.is_empty() {
-        return;
-    }
-    // lastSeen is stored before contacts hear "offline", so a presence query made on
-    // that event already sees it.
-    let last_seen = events.iter().find_map(|event| match event {
-        ServerEvent::UserOffline(change) => change.last_seen,
-        _ => None,
-    });
-    if let Some(at) = last_seen
-        && let Err(error) = core.store.set_last_seen(user, at).await
-    {
-        tracing::warn!(%error, %user, "could not record lastSeen");
-    }
-    let mut audience = match core.store.contacts_of(user).await {
-        Ok(contacts) => contacts,
-        Err(error) => {
-            tracing::warn!(%error, %user, "presence: contacts unavailable");
-            Vec::new()
-        }
-    };
-    audience.push(user);
-    let audience: Arc<[UserId]> = audience.into();
-    for event in events {
-        core.bus
-            .publish(Audience::Users(Arc::clone(&audience)), event.encode());
-    }
-}
-
 /// `user` went offline without their node saying so (it died): their contacts hear it
 /// from the node that noticed.
 pub(crate) async fn tell_offline(core: &Core, user: UserId, at: Timestamp) {
@@ -437,5 +406,5 @@ pub(crate) async fn tell_offline(core: &Core, user: UserId, at: Timestamp) {
         user_id: user,
         last_seen: Some(at),
     });
-    tell_contacts(core, user, vec![offline]).await;
+    core.announcer.announce(user, vec![offline]).await;
 }

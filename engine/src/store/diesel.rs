@@ -564,6 +564,50 @@ impl UserStore for DieselStore {
         })
     }
 
+    async fn set_last_seen_many(&self, seen: &[(UserId, Timestamp)]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        with_conn!(self, writer, |conn| {
+            conn.transaction(async |c| {
+                for (id, at) in seen {
+                    diesel::update(users::table.find(id.0))
+                        .set(users::last_seen_at.eq(Some(at.0)))
+                        .execute(c)
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+        })
+    }
+
+    async fn contacts_of_many(&self, ids: &[UserId]) -> Result<Vec<(UserId, UserId)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+        with_conn!(self, reader, |conn| {
+            let mine = diesel::alias!(members as mine);
+            let pairs: Vec<(i64, i64)> = members::table
+                .inner_join(
+                    mine.on(mine
+                        .field(members::conversation_id)
+                        .eq(members::conversation_id)),
+                )
+                .filter(mine.field(members::user_id).eq_any(&ids))
+                .filter(members::user_id.ne(mine.field(members::user_id)))
+                .select((mine.field(members::user_id), members::user_id))
+                .distinct()
+                .load(conn)
+                .await?;
+            Ok(pairs
+                .into_iter()
+                .map(|(user, contact)| (UserId(user), UserId(contact)))
+                .collect())
+        })
+    }
+
     async fn contacts_of(&self, id: UserId) -> Result<Vec<UserId>, StoreError> {
         with_conn!(self, reader, |conn| {
             let mine = diesel::alias!(members as mine);

@@ -43,6 +43,11 @@ pub trait UserStore: Send + Sync {
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> Result<(), StoreError>;
     /// Everyone who shares at least one conversation with `id` (for presence).
     async fn contacts_of(&self, id: UserId) -> Result<Vec<UserId>, StoreError>;
+    /// The contacts of each of `ids`, as `(user, contact)` pairs: one query for a
+    /// batch of presence changes.
+    async fn contacts_of_many(&self, ids: &[UserId]) -> Result<Vec<(UserId, UserId)>, StoreError>;
+    /// Records when each user was last connected, in one transaction.
+    async fn set_last_seen_many(&self, seen: &[(UserId, Timestamp)]) -> Result<(), StoreError>;
 }
 
 /// A conversation to create. Members are deduplicated; the creator is always one.

@@ -203,10 +203,7 @@ impl Api {
             .connect()
             .await
             .expect("websocket connects");
-        Socket {
-            framed,
-            next_ref: 0,
-        }
+        Socket::from_framed(framed)
     }
 }
 
@@ -237,6 +234,13 @@ pub enum Incoming {
 }
 
 impl Socket {
+    pub fn from_framed(framed: Framed) -> Self {
+        Self {
+            framed,
+            next_ref: 0,
+        }
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.framed
             .send(ws::Message::Text(text.into().into()))

@@ -45,6 +45,8 @@ pub struct ApiError {
     pub fields: Option<BTreeMap<String, Vec<String>>>,
     /// For `rate_limited`: seconds until a retry can succeed.
     pub retry_after_s: Option<u64>,
+    /// For `rate_limited` on REST: the limit's `RateLimit-*` fields.
+    pub rate_limit: Option<crate::limits::Standing>,
 }
 
 /// The body of every error response.
@@ -67,6 +69,7 @@ impl ApiError {
             message: message.into(),
             fields: None,
             retry_after_s: None,
+            rate_limit: None,
         }
     }
 
@@ -125,11 +128,15 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after_s {
             response.insert_header(("Retry-After", seconds.to_string()));
         }
-        response.json(ErrorBody {
+        let mut response = response.json(ErrorBody {
             error: self.code,
             message: self.message.clone(),
             fields: self.fields.clone(),
-        })
+        });
+        if let Some(standing) = self.rate_limit {
+            standing.write_headers(response.headers_mut());
+        }
+        response
     }
 }
 

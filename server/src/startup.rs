@@ -32,6 +32,8 @@ pub struct AuthSettings {
 pub struct SocketSettings {
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: usize,
+    /// Browser origins allowed to open sockets besides the server's own.
+    pub allowed_origins: Vec<String>,
 }
 
 /// A bound server, ready to run.
@@ -100,6 +102,7 @@ impl Application {
         });
         let sockets = web::Data::new(SocketSettings {
             max_frame_bytes: config.ws_max_frame_bytes,
+            allowed_origins: config.cors_allowed_origins.clone(),
         });
         let metrics = web::Data::from(metrics);
         let limits = web::Data::new(RateLimits::new(&config));

@@ -24,10 +24,18 @@ fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The `iss` of every access token.
+pub const ISSUER: &str = "courier";
+/// The `aud` of every access token: it says what the token is for, so that no other
+/// JWT signed with the same secret passes for an access token.
+pub const AUDIENCE: &str = "courier-api";
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     /// The user id.
     sub: String,
+    iss: String,
+    aud: String,
     iat: i64,
     exp: i64,
 }
@@ -72,8 +80,12 @@ impl Tokens {
     /// The user an access token names and when it expires (seconds since the epoch), if
     /// it is valid and unexpired.
     pub fn verify_access(&self, token: &str) -> Result<(UserId, i64), ApiError> {
+        // Only HS256 (so `none` and other algorithms are refused), and every claim checked.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|_| ApiError::unauthorized("invalid or expired access token"))?;
         let user = data
@@ -90,6 +102,8 @@ impl Tokens {
         let ttl = i64::try_from(self.access_ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
             sub: user.to_string(),
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
             iat: now,
             exp: now + ttl,
         };

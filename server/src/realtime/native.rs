@@ -35,7 +35,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
     security(("bearer" = [])),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol of docs/protocol.md"),
-        (status = 401, description = "Missing, bad or expired access token", body = crate::error::ErrorBody)
+        (status = 401, description = "Missing, bad or expired access token", body = crate::error::ErrorBody),
+        (status = 403, description = "A browser page of an origin that is neither this server's nor in `cors_allowed_origins`", body = crate::error::ErrorBody)
     )
 )]
 /// # GET /api/v1/ws
@@ -49,6 +50,7 @@ pub async fn connect(
     settings: web::Data<SocketSettings>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    super::check_origin(&req, &settings.allowed_origins)?;
     let (caller, expires_at) = auth::authenticate(&req, true)?;
     let socket = NativeSocket {
         user: caller.0,

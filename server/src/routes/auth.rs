@@ -26,7 +26,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Refuses a client IP past its `/auth/*` quota with 429 and `Retry-After`, as a response
-/// (not an error) so the outer middleware still logs it and adds the headers.
+/// (not an error) so the outer middleware still logs it and adds the headers. Every answer
+/// carries the `RateLimit-*` fields.
 async fn limit_by_ip(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
@@ -36,14 +37,19 @@ async fn limit_by_ip(
 > {
     let limits = req.app_data::<web::Data<RateLimits>>();
     let metrics = req.app_data::<web::Data<Metrics>>();
-    if let (Some(limits), Some(metrics), Some(peer)) = (limits, metrics, req.peer_addr())
-        && let Err(error) = limits.check_auth(peer.ip(), metrics)
-    {
-        return Ok(req
-            .error_response(ApiError::from(error))
-            .map_into_right_body());
+    let standing = match (limits, metrics, req.peer_addr()) {
+        (Some(limits), Some(metrics), Some(peer)) => match limits.check_auth(peer.ip(), metrics) {
+            Ok(standing) => Some(standing),
+            Err(refused) => return Ok(req.error_response(refused).map_into_right_body()),
+        },
+        _ => None,
+    };
+    let mut response = next.call(req).await?;
+    // Every answer tells the client how much of its quota is left, not only the 429.
+    if let Some(standing) = standing {
+        standing.write_headers(response.headers_mut());
     }
-    Ok(next.call(req).await?.map_into_left_body())
+    Ok(response.map_into_left_body())
 }
 
 /// Usernames: 3 to 32 of `a-z 0-9 _ . -`.
@@ -129,7 +135,12 @@ fn session_view(user: UserView, pair: TokenPair) -> SessionView {
         (status = 201, description = "Account created and signed in", body = SessionView),
         (status = 409, description = "The username is taken", body = ErrorBody),
         (status = 422, description = "Invalid fields", body = ErrorBody),
-        (status = 429, description = "Too many attempts", body = ErrorBody)
+        (status = 429, description = "Too many attempts from this address", body = ErrorBody, headers(
+            ("Retry-After" = u64, description = "Seconds until a retry can succeed"),
+            ("RateLimit-Limit" = u32, description = "Requests allowed in a burst"),
+            ("RateLimit-Remaining" = u32, description = "Requests still allowed now: 0"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the whole burst is available again")
+        ))
     )
 )]
 /// # POST /api/v1/auth/register
@@ -172,7 +183,12 @@ pub(crate) async fn register(
     responses(
         (status = 200, description = "Signed in", body = SessionView),
         (status = 401, description = "Unknown user or wrong password (indistinguishable)", body = ErrorBody),
-        (status = 429, description = "Too many attempts", body = ErrorBody)
+        (status = 429, description = "Too many attempts from this address", body = ErrorBody, headers(
+            ("Retry-After" = u64, description = "Seconds until a retry can succeed"),
+            ("RateLimit-Limit" = u32, description = "Requests allowed in a burst"),
+            ("RateLimit-Remaining" = u32, description = "Requests still allowed now: 0"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the whole burst is available again")
+        ))
     )
 )]
 /// # POST /api/v1/auth/login
@@ -203,7 +219,13 @@ pub(crate) async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new pair; the old refresh token is spent", body = SessionView),
-        (status = 401, description = "Invalid, expired, spent or revoked refresh token", body = ErrorBody)
+        (status = 401, description = "Invalid, expired, spent or revoked refresh token", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this address", body = ErrorBody, headers(
+            ("Retry-After" = u64, description = "Seconds until a retry can succeed"),
+            ("RateLimit-Limit" = u32, description = "Requests allowed in a burst"),
+            ("RateLimit-Remaining" = u32, description = "Requests still allowed now: 0"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the whole burst is available again")
+        ))
     )
 )]
 /// # POST /api/v1/auth/refresh
@@ -233,7 +255,13 @@ pub(crate) async fn refresh(
     tag = "auth",
     request_body = RefreshRequest,
     responses(
-        (status = 204, description = "The token family is revoked")
+        (status = 204, description = "The token family is revoked"),
+        (status = 429, description = "Too many attempts from this address", body = ErrorBody, headers(
+            ("Retry-After" = u64, description = "Seconds until a retry can succeed"),
+            ("RateLimit-Limit" = u32, description = "Requests allowed in a burst"),
+            ("RateLimit-Remaining" = u32, description = "Requests still allowed now: 0"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the whole burst is available again")
+        ))
     )
 )]
 /// # POST /api/v1/auth/logout

@@ -277,7 +277,12 @@ pub(crate) struct SendRequest {
         (status = 200, description = "A retry: the first result", body = Message),
         (status = 409, description = "clientMsgId already used for another conversation", body = ErrorBody),
         (status = 422, description = "Invalid fields or replyToId", body = ErrorBody),
-        (status = 429, description = "Too many sends", body = ErrorBody),
+        (status = 429, description = "Too many sends by this user (REST and WebSocket together)", body = ErrorBody, headers(
+            ("Retry-After" = u64, description = "Seconds until a retry can succeed"),
+            ("RateLimit-Limit" = u32, description = "Requests allowed in a burst"),
+            ("RateLimit-Remaining" = u32, description = "Requests still allowed now: 0"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the whole burst is available again")
+        )),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
         (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
         (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
@@ -295,9 +300,9 @@ pub(crate) async fn send(
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
     let request = validated(body.into_inner())?;
-    dispatcher
+    let standing = dispatcher
         .limits
-        .check_send(caller.0, &dispatcher.metrics)?;
+        .check_rest_send(caller.0, &dispatcher.metrics)?;
     let send = SendMessage {
         conversation_id: ConversationId(path.into_inner()),
         client_msg_id: request.client_msg_id,
@@ -316,8 +321,10 @@ pub(crate) async fn send(
         HttpResponse::Created()
     } else {
         HttpResponse::Ok()
-    };
-    Ok(response.json(message))
+    }
+    .json(message);
+    standing.write_headers(response.headers_mut());
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

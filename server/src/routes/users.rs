@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use courier_engine::protocol::PresenceStatus;
 use courier_engine::store::{ProfileChanges, UserRow};
-use courier_engine::{Engine, Timestamp, UserId};
+use courier_engine::{Engine, StoreError, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -139,7 +139,15 @@ pub(crate) async fn update_me(
         display_name: patch.display_name,
         status_text: patch.status_text,
     };
-    let row = engine.store().update_profile(caller.0, changes).await?;
+    // A valid token can outlive its account (removed from the database by hand): the
+    // same 401 as `GET /users/me`, not a 500.
+    let row = match engine.store().update_profile(caller.0, changes).await {
+        Ok(row) => row,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::unauthorized("the account no longer exists"));
+        }
+        Err(other) => return Err(other.into()),
+    };
     Ok(HttpResponse::Ok().json(user_view(&engine, row, true).await?))
 }
 

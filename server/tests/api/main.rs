@@ -5,9 +5,13 @@
 mod helpers;
 
 mod auth;
+mod auth_attacks;
+mod authz;
 mod conversations;
+mod forged;
 mod limits;
 mod openapi;
+mod security;
 mod socketio;
 mod users;
 mod websocket;

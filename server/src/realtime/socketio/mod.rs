@@ -79,6 +79,7 @@ async fn get(
     tokens: web::Data<Tokens>,
     state: web::Data<SocketIoState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    crate::realtime::check_origin(&req, &settings.allowed_origins)?;
     check_version(&query)?;
     let new_connection = || {
         Connection::new(
@@ -121,10 +122,13 @@ async fn get(
 
 /// # POST /socket.io/?EIO=4&transport=polling&sid=
 async fn post(
+    req: HttpRequest,
     query: web::Query<EngineQuery>,
     body: String,
+    settings: web::Data<SocketSettings>,
     state: web::Data<SocketIoState>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::realtime::check_origin(&req, &settings.allowed_origins)?;
     check_version(&query)?;
     let sid = query.sid.as_deref().ok_or_else(unknown_session)?;
     let polling = state.registry.get(sid).ok_or_else(unknown_session)?;

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Forbidden,
     /// No such resource, or not visible to the caller.
     NotFound,
+    /// The path exists, but not with this method; `Allow` lists those it answers.
+    MethodNotAllowed,
     /// Contradicts stored state (a taken username).
     Conflict,
     /// The body is larger than accepted.
@@ -115,6 +117,7 @@ impl ResponseError for ApiError {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -155,7 +158,7 @@ impl From<validator::ValidationErrors> for ApiError {
                             .map_or_else(|| error.code.to_string(), ToString::to_string)
                     })
                     .collect();
-                (field.to_string(), reasons)
+                (camel_case(&field), reasons)
             })
             .collect();
         let summary = fields
@@ -168,6 +171,24 @@ impl From<validator::ValidationErrors> for ApiError {
             ..Self::new(ErrorCode::ValidationFailed, summary)
         }
     }
+}
+
+/// validator names fields as in Rust (`display_name`); the API's JSON names them in
+/// camelCase (`displayName`), and `fields` must use the names the client sent.
+fn camel_case(field: &str) -> String {
+    let mut name = String::with_capacity(field.len());
+    let mut upper = false;
+    for c in field.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            name.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            name.push(c);
+        }
+    }
+    name
 }
 
 impl From<EngineError> for ApiError {

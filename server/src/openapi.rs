@@ -1,6 +1,8 @@
 //! The OpenAPI document, generated from the `#[utoipa::path]` of every handler. The
 //! committed copy in `openapi/openapi.json` is checked against it by a test.
 
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -41,7 +43,7 @@ use crate::routes::{auth, conversations, health, messages, users};
         messages::delete,
         native::connect,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ClosedVariants),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "users", description = "Profiles, search, presence"),
@@ -67,6 +69,28 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Marks each variant of the tagged request enums as closed (`additionalProperties:
+/// false`), as `deny_unknown_fields` makes them: utoipa does so for structs only.
+struct ClosedVariants;
+
+impl Modify for ClosedVariants {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in ["CreateRequest"] {
+            if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(name) {
+                for variant in &mut one_of.items {
+                    if let RefOr::T(Schema::Object(object)) = variant {
+                        object.additional_properties =
+                            Some(Box::new(AdditionalProperties::FreeForm(false)));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -59,7 +59,18 @@ pub enum Inbound {
 
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Inbound {
-    let raw: RawFrame = match serde_json::from_str(text) {
+    // serde reads a struct from a JSON array as well (fields by position), so
+    // `["sync", "r1", {...}]` would run: only an object is a frame. JSON text is an object
+    // exactly when it starts with `{` after JSON whitespace.
+    let is_object = text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{');
+    let parsed = if is_object {
+        serde_json::from_str::<RawFrame>(text).map_err(|error| error.to_string())
+    } else {
+        Err("the frame is not a JSON object".to_owned())
+    };
+    let raw = match parsed {
         Ok(raw) => raw,
         Err(error) => {
             // A frame that is JSON but misses `type` still gets its ref back.
@@ -99,6 +110,14 @@ pub struct Refused {
 
 /// Decodes a command from its event name and data, whatever the framing.
 pub fn decode_command(kind: &str, data: Value) -> Result<ClientCommand, Refused> {
+    // As for frames, serde would read a command's fields from an array by position; the
+    // documented `data` is an object.
+    if !data.is_object() && ClientCommand::NAMES.contains(&kind) {
+        return Err(Refused {
+            code: codes::VALIDATION_FAILED,
+            message: format!("invalid data for {kind}: expected a JSON object"),
+        });
+    }
     let tagged = serde_json::json!({ "type": kind, "data": data });
     serde_json::from_value::<ClientCommand>(tagged).map_err(|error| {
         if ClientCommand::NAMES.contains(&kind) {
@@ -301,6 +320,38 @@ mod tests {
             invalid(r#"{"type":"sync","ref":"r4"}"#).1,
             codes::VALIDATION_FAILED
         );
+    }
+
+    #[test]
+    fn only_json_objects_are_frames_and_command_data() {
+        // serde reads a struct from an array by position: these ran as commands before.
+        assert_eq!(
+            invalid(r#"["sync","r1",{"conversationId":1,"afterSeq":0}]"#),
+            (None, codes::BAD_REQUEST)
+        );
+        assert_eq!(
+            invalid(r#" ["typing:start",null,[1]]"#),
+            (None, codes::BAD_REQUEST)
+        );
+        assert_eq!(
+            invalid(r#"{"type":"sync","ref":"r2","data":[1,0]}"#),
+            (Some(Value::from("r2")), codes::VALIDATION_FAILED)
+        );
+        let refused = decode_command("room:join", serde_json::json!([1]));
+        assert_eq!(
+            refused.map_err(|refused| refused.code),
+            Err(codes::VALIDATION_FAILED)
+        );
+        let unknown = decode_command("room:shout", serde_json::json!([1]));
+        assert_eq!(
+            unknown.map_err(|refused| refused.code),
+            Err(codes::UNKNOWN_TYPE)
+        );
+        // Whitespace before the object is still an object.
+        assert!(matches!(
+            decode(" \n\t{\"type\":\"room:join\",\"data\":{\"conversationId\":1}}"),
+            Inbound::Command { .. }
+        ));
     }
 
     #[test]

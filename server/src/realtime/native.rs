@@ -141,8 +141,11 @@ impl NativeSocket {
             return;
         };
         let dispatcher = Arc::clone(&self.dispatcher);
-        let run = async move { dispatcher.run(&session, reference, command).await };
-        ctx.spawn(run.into_actor(self).map(|frame, _, ctx| {
+        // Run apart from the actor: a socket that closes must not cancel a command in
+        // the middle of its store call (the answer is just not written then).
+        let run = actix::spawn(async move { dispatcher.run(&session, reference, command).await });
+        let answer = async move { run.await.ok().flatten() };
+        ctx.spawn(answer.into_actor(self).map(|frame, _, ctx| {
             if let Some(frame) = frame {
                 ctx.text(frame);
             }

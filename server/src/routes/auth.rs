@@ -18,10 +18,10 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/auth")
             .wrap(actix_web::middleware::from_fn(limit_by_ip))
-            .route("/register", web::post().to(register))
-            .route("/login", web::post().to(login))
-            .route("/refresh", web::post().to(refresh))
-            .route("/logout", web::post().to(logout)),
+            .service(super::resource("/register", "POST").route(web::post().to(register)))
+            .service(super::resource("/login", "POST").route(web::post().to(login)))
+            .service(super::resource("/refresh", "POST").route(web::post().to(refresh)))
+            .service(super::resource("/logout", "POST").route(web::post().to(logout))),
     );
 }
 
@@ -69,6 +69,7 @@ pub(crate) fn valid_username(name: &str) -> Result<(), validator::ValidationErro
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RegisterRequest {
+    #[schema(min_length = 3, max_length = 32, pattern = r"^[a-z0-9_.-]*$")]
     #[validate(
         length(min = 3, max = 32, message = "must be 3 to 32 characters"),
         custom(function = "valid_username")
@@ -78,13 +79,20 @@ pub(crate) struct RegisterRequest {
         length(min = 8, max = 128, message = "must be 8 to 128 characters"),
         custom(function = "super::no_nul")
     )]
+    #[schema(min_length = 8, max_length = 128, pattern = r"^[^\u0000]*$")]
     password: String,
     #[validate(
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
         custom(function = "super::visible_name")
     )]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     display_name: Option<String>,
     #[validate(email(message = "must be an email address"))]
+    #[schema(format = Email)]
     email: Option<String>,
 }
 
@@ -95,8 +103,10 @@ pub(crate) struct LoginRequest {
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
         custom(function = "super::no_nul")
     )]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\u0000]*$")]
     username: String,
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
+    #[schema(min_length = 1, max_length = 128)]
     password: String,
 }
 
@@ -104,6 +114,7 @@ pub(crate) struct LoginRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RefreshRequest {
     #[validate(length(min = 1, max = 256, message = "must be 1 to 256 characters"))]
+    #[schema(min_length = 1, max_length = 256)]
     refresh_token: String,
 }
 
@@ -133,6 +144,8 @@ fn session_view(user: UserView, pair: TokenPair) -> SessionView {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created and signed in", body = SessionView),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
         (status = 409, description = "The username is taken", body = ErrorBody),
         (status = 422, description = "Invalid fields", body = ErrorBody),
         (status = 429, description = "Too many attempts from this address", body = ErrorBody, headers(
@@ -148,9 +161,9 @@ pub(crate) async fn register(
     engine: web::Data<Engine>,
     tokens: web::Data<Tokens>,
     settings: web::Data<AuthSettings>,
-    body: web::Json<RegisterRequest>,
+    body: web::Json<super::Object<RegisterRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = validated(body.into_inner())?;
+    let request = validated(body.into_inner().0)?;
     let password_hash = passwords::hash(request.password, settings.bcrypt_cost).await?;
     let new = NewUser {
         display_name: request
@@ -182,6 +195,9 @@ pub(crate) async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = SessionView),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
         (status = 401, description = "Unknown user or wrong password (indistinguishable)", body = ErrorBody),
         (status = 429, description = "Too many attempts from this address", body = ErrorBody, headers(
             ("Retry-After" = u64, description = "Seconds until a retry can succeed"),
@@ -198,9 +214,9 @@ pub(crate) async fn login(
     engine: web::Data<Engine>,
     tokens: web::Data<Tokens>,
     settings: web::Data<AuthSettings>,
-    body: web::Json<LoginRequest>,
+    body: web::Json<super::Object<LoginRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = validated(body.into_inner())?;
+    let request = validated(body.into_inner().0)?;
     let row = engine.store().user_by_username(&request.username).await?;
     let stored = row.as_ref().map(|row| row.password_hash.clone());
     let matches = passwords::verify(request.password, stored, settings.bcrypt_cost).await;
@@ -219,6 +235,9 @@ pub(crate) async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new pair; the old refresh token is spent", body = SessionView),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
         (status = 401, description = "Invalid, expired, spent or revoked refresh token", body = ErrorBody),
         (status = 429, description = "Too many attempts from this address", body = ErrorBody, headers(
             ("Retry-After" = u64, description = "Seconds until a retry can succeed"),
@@ -234,9 +253,9 @@ pub(crate) async fn login(
 pub(crate) async fn refresh(
     engine: web::Data<Engine>,
     tokens: web::Data<Tokens>,
-    body: web::Json<RefreshRequest>,
+    body: web::Json<super::Object<RefreshRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = validated(body.into_inner())?;
+    let request = validated(body.into_inner().0)?;
     let (user, pair) = tokens
         .rotate(engine.store().as_ref(), &request.refresh_token)
         .await?;
@@ -256,6 +275,9 @@ pub(crate) async fn refresh(
     request_body = RefreshRequest,
     responses(
         (status = 204, description = "The token family is revoked"),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
         (status = 429, description = "Too many attempts from this address", body = ErrorBody, headers(
             ("Retry-After" = u64, description = "Seconds until a retry can succeed"),
             ("RateLimit-Limit" = u32, description = "Requests allowed in a burst"),
@@ -270,9 +292,9 @@ pub(crate) async fn refresh(
 pub(crate) async fn logout(
     engine: web::Data<Engine>,
     tokens: web::Data<Tokens>,
-    body: web::Json<RefreshRequest>,
+    body: web::Json<super::Object<RefreshRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = validated(body.into_inner())?;
+    let request = validated(body.into_inner().0)?;
     tokens
         .revoke(engine.store().as_ref(), &request.refresh_token)
         .await?;

@@ -17,14 +17,23 @@ use crate::realtime::dispatch::Dispatcher;
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/conversations")
-            .route("", web::post().to(create))
-            .route("", web::get().to(list))
-            .route("/{id}", web::get().to(one))
-            .route("/{id}/members", web::post().to(add_member))
-            .route("/{id}/members/{user_id}", web::delete().to(remove_member))
-            .route("/{id}/messages", web::get().to(history))
-            .route("/{id}/messages", web::post().to(send))
-            .route("/{id}/read", web::post().to(read)),
+            .service(
+                super::resource("", "GET, POST")
+                    .route(web::post().to(create))
+                    .route(web::get().to(list)),
+            )
+            .service(super::resource("/{id}", "GET").route(web::get().to(one)))
+            .service(super::resource("/{id}/members", "POST").route(web::post().to(add_member)))
+            .service(
+                super::resource("/{id}/members/{user_id}", "DELETE")
+                    .route(web::delete().to(remove_member)),
+            )
+            .service(
+                super::resource("/{id}/messages", "GET, POST")
+                    .route(web::get().to(history))
+                    .route(web::post().to(send)),
+            )
+            .service(super::resource("/{id}/read", "POST").route(web::post().to(read))),
     );
 }
 
@@ -32,10 +41,22 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub(crate) enum CreateRequest {
     #[serde(rename_all = "camelCase")]
-    Direct { peer_id: UserId },
+    Direct {
+        #[serde(deserialize_with = "super::integer")]
+        peer_id: UserId,
+    },
     #[serde(rename_all = "camelCase")]
     Group {
+        /// Shown trimmed; must show something.
+        #[schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )]
         title: String,
+        /// Besides the creator.
+        #[serde(deserialize_with = "super::integers")]
+        #[schema(max_items = 1024)]
         member_ids: Vec<UserId>,
     },
 }
@@ -51,6 +72,8 @@ const MAX_GROUP_MEMBERS: usize = 1024;
     responses(
         (status = 201, description = "Created", body = Conversation),
         (status = 200, description = "The existing direct conversation of the pair", body = Conversation),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
         (status = 404, description = "A named user does not exist", body = ErrorBody),
         (status = 422, description = "Invalid fields", body = ErrorBody),
         (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
@@ -62,18 +85,20 @@ const MAX_GROUP_MEMBERS: usize = 1024;
 pub(crate) async fn create(
     engine: web::Data<Engine>,
     caller: AuthUser,
-    body: web::Json<CreateRequest>,
+    body: web::Json<super::Object<CreateRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = match body.into_inner() {
+    let request = match body.into_inner().0 {
         CreateRequest::Direct { peer_id } => CreateConversation::Direct { peer: peer_id },
         CreateRequest::Group { title, member_ids } => {
-            let title = title.trim().to_owned();
-            if title.is_empty() || title.chars().count() > 100 || title.contains('\0') {
+            // The length counts what the client sent, as the schema does; the title is
+            // stored trimmed.
+            if title.trim().is_empty() || title.chars().count() > 100 || title.contains('\0') {
                 return Err(ApiError::invalid_field(
                     "title",
-                    "must be 1 to 100 characters",
+                    "must be 1 to 100 characters, not only white space",
                 ));
             }
+            let title = title.trim().to_owned();
             if member_ids.len() > MAX_GROUP_MEMBERS {
                 return Err(ApiError::invalid_field(
                     "memberIds",
@@ -138,6 +163,7 @@ pub(crate) async fn one(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct AddMemberRequest {
+    #[serde(deserialize_with = "super::integer")]
     user_id: UserId,
 }
 
@@ -151,6 +177,8 @@ pub(crate) struct AddMemberRequest {
     responses(
         (status = 201, description = "Added", body = Conversation),
         (status = 200, description = "Already a member", body = Conversation),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
         (status = 403, description = "Direct conversations have fixed members", body = ErrorBody),
         (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
         (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
@@ -163,10 +191,11 @@ pub(crate) async fn add_member(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<AddMemberRequest>,
+    body: web::Json<super::Object<AddMemberRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ConversationId(path.into_inner());
-    let added = engine.add_member(caller.0, id, body.user_id).await?;
+    let super::Object(request) = body.into_inner();
+    let added = engine.add_member(caller.0, id, request.user_id).await?;
     let conversation = engine.conversation(caller.0, id).await?;
     let mut response = if added {
         HttpResponse::Created()
@@ -212,11 +241,17 @@ pub(crate) async fn remove_member(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub(crate) struct HistoryQuery {
+    /// Messages after this seq, oldest first.
     #[validate(range(min = 0, message = "must not be negative"))]
+    #[param(minimum = 0)]
     after_seq: Option<i64>,
+    /// The newest messages before this seq.
     #[validate(range(min = 1, message = "must be positive"))]
+    #[param(minimum = 1)]
     before_seq: Option<i64>,
+    /// At most this many (1 to 200, default 200).
     #[validate(range(min = 1, max = 200, message = "must be 1 to 200"))]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -224,11 +259,11 @@ pub(crate) struct HistoryQuery {
     get,
     path = "/api/v1/conversations/{id}/messages",
     tag = "messages",
-    params(("id" = i64, Path, description = "Conversation id")),
-    params(HistoryQuery),
+    params(("id" = i64, Path, description = "Conversation id"), HistoryQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page in seq order", body = MessagePageView),
+        (status = 400, description = "Unreadable query: a value of the wrong type, an unknown parameter", body = ErrorBody),
         (status = 422, description = "Invalid query", body = ErrorBody),
         (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
         (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
@@ -258,10 +293,20 @@ pub(crate) async fn history(
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SendRequest {
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[validate(
+        length(min = 1, max = 64, message = "must be 1 to 64 characters"),
+        custom(function = "super::no_nul")
+    )]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\u0000]*$")]
     client_msg_id: String,
     #[validate(length(min = 1, max = 16384, message = "must be 1 to 16384 bytes"))]
+    #[schema(
+        min_length = 1,
+        max_length = 16384,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     body: String,
+    #[serde(default, deserialize_with = "super::optional_integer")]
     reply_to_id: Option<MessageId>,
 }
 
@@ -275,6 +320,8 @@ pub(crate) struct SendRequest {
     responses(
         (status = 201, description = "Stored (durably) and pushed", body = Message),
         (status = 200, description = "A retry: the first result", body = Message),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
         (status = 409, description = "clientMsgId already used for another conversation", body = ErrorBody),
         (status = 422, description = "Invalid fields or replyToId", body = ErrorBody),
         (status = 429, description = "Too many sends by this user (REST and WebSocket together)", body = ErrorBody, headers(
@@ -296,10 +343,10 @@ pub(crate) async fn send(
     dispatcher: web::Data<Dispatcher>,
     caller: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<SendRequest>,
+    body: web::Json<super::Object<SendRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    let request = validated(body.into_inner())?;
+    let request = validated(body.into_inner().0)?;
     let standing = dispatcher
         .limits
         .check_rest_send(caller.0, &dispatcher.metrics)?;
@@ -330,6 +377,9 @@ pub(crate) async fn send(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ReadRequest {
+    /// The seq read up to: 0 up to the conversation's last seq.
+    #[serde(deserialize_with = "super::integer")]
+    #[schema(value_type = i64, minimum = 0)]
     seq: Seq,
 }
 
@@ -342,6 +392,8 @@ pub(crate) struct ReadRequest {
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Watermark moved (or already there)"),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
         (status = 422, description = "seq beyond the last message", body = ErrorBody),
         (status = 404, description = "No such conversation, or the caller is not a member", body = ErrorBody),
         (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
@@ -354,9 +406,15 @@ pub(crate) async fn read(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<ReadRequest>,
+    body: web::Json<super::Object<ReadRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ConversationId(path.into_inner());
-    engine.mark(caller.0, id, Watermark::Read, body.seq).await?;
+    let super::Object(request) = body.into_inner();
+    if request.seq.0 < 0 {
+        return Err(ApiError::invalid_field("seq", "must not be negative"));
+    }
+    engine
+        .mark(caller.0, id, Watermark::Read, request.seq)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

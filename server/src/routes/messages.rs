@@ -12,9 +12,11 @@ use crate::error::{ApiError, ErrorBody};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::scope("/messages")
-            .route("/{id}", web::patch().to(edit))
-            .route("/{id}", web::delete().to(delete)),
+        web::scope("/messages").service(
+            super::resource("/{id}", "PATCH, DELETE")
+                .route(web::patch().to(edit))
+                .route(web::delete().to(delete)),
+        ),
     );
 }
 
@@ -22,6 +24,11 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct EditRequest {
     #[validate(length(min = 1, max = 16384, message = "must be 1 to 16384 bytes"))]
+    #[schema(
+        min_length = 1,
+        max_length = 16384,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     body: String,
 }
 
@@ -34,6 +41,9 @@ pub(crate) struct EditRequest {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Edited; members get message:edited", body = Message),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
         (status = 403, description = "Not the sender", body = ErrorBody),
         (status = 409, description = "The message was deleted", body = ErrorBody),
         (status = 404, description = "No such message visible to the caller", body = ErrorBody),
@@ -45,9 +55,9 @@ pub(crate) async fn edit(
     engine: web::Data<Engine>,
     caller: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<EditRequest>,
+    body: web::Json<super::Object<EditRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = validated(body.into_inner())?;
+    let request = validated(body.into_inner().0)?;
     let message = engine
         .edit_message(caller.0, MessageId(path.into_inner()), request.body)
         .await?;

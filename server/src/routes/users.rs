@@ -14,10 +14,13 @@ use crate::error::{ApiError, ErrorBody};
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/users")
-            .route("", web::get().to(search))
-            .route("/me", web::get().to(me))
-            .route("/me", web::patch().to(update_me))
-            .route("/{id}", web::get().to(one)),
+            .service(super::resource("", "GET").route(web::get().to(search)))
+            .service(
+                super::resource("/me", "GET, PATCH")
+                    .route(web::get().to(me))
+                    .route(web::patch().to(update_me)),
+            )
+            .service(super::resource("/{id}", "GET").route(web::get().to(one))),
     );
 }
 
@@ -108,11 +111,17 @@ pub(crate) struct ProfilePatch {
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
         custom(function = "super::visible_name")
     )]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     display_name: Option<String>,
     #[validate(
         length(max = 140, message = "must be at most 140 characters"),
         custom(function = "super::no_nul")
     )]
+    #[schema(max_length = 140, pattern = r"^[^\u0000]*$")]
     status_text: Option<String>,
 }
 
@@ -124,6 +133,8 @@ pub(crate) struct ProfilePatch {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated caller", body = UserView),
+        (status = 400, description = "Unreadable body: not JSON, wrong types, unknown fields, or not `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_json_body_bytes`", body = ErrorBody),
         (status = 422, description = "Invalid fields", body = ErrorBody),
         (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
     )
@@ -132,9 +143,9 @@ pub(crate) struct ProfilePatch {
 pub(crate) async fn update_me(
     engine: web::Data<Engine>,
     caller: AuthUser,
-    body: web::Json<ProfilePatch>,
+    body: web::Json<super::Object<ProfilePatch>>,
 ) -> Result<HttpResponse, ApiError> {
-    let patch = validated(body.into_inner())?;
+    let patch = validated(body.into_inner().0)?;
     let changes = ProfileChanges {
         display_name: patch.display_name,
         status_text: patch.status_text,
@@ -159,9 +170,11 @@ pub(crate) struct SearchQuery {
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
         custom(function = "super::no_nul")
     )]
+    #[param(min_length = 1, max_length = 64, pattern = r"^[^\u0000]*$")]
     query: String,
     /// At most this many (1 to 50, default 20).
     #[validate(range(min = 1, max = 50, message = "must be 1 to 50"))]
+    #[param(minimum = 1, maximum = 50)]
     limit: Option<usize>,
 }
 
@@ -173,6 +186,7 @@ pub(crate) struct SearchQuery {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Matching users by username", body = [UserView]),
+        (status = 400, description = "Unreadable query: a missing `query`, a value of the wrong type", body = ErrorBody),
         (status = 422, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "Missing, bad or expired access token", body = ErrorBody)
     )

@@ -268,8 +268,14 @@ fn on_event<A>(
         }
     };
     let dispatcher = Arc::clone(&connection.dispatcher);
-    let run = async move { dispatcher.execute(&session, command).await };
-    ctx.spawn(run.into_actor(actor).map(
+    // Run apart from the actor: a connection that closes must not cancel a command in
+    // the middle of its store call (the answer is just not written then).
+    let run = actix::spawn(async move { dispatcher.execute(&session, command).await });
+    let answer = async move {
+        run.await
+            .unwrap_or_else(|error| Err(EngineError::Internal(error.to_string())))
+    };
+    ctx.spawn(answer.into_actor(actor).map(
         move |result: Result<Reply, EngineError>, actor: &mut A, ctx: &mut A::Context| match result
         {
             Ok(reply) => {

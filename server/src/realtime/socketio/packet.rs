@@ -100,8 +100,12 @@ impl SocketPacket {
             .next()
             .ok_or(PacketError::Malformed("empty packet"))?;
         rest = &rest[kind.len_utf8()..];
-        if matches!(kind, '5' | '6') {
-            return Ok(Self::Binary);
+        match kind {
+            '5' | '6' => return Ok(Self::Binary),
+            // Known before the namespace is read: a packet of no known type is malformed,
+            // whatever namespace follows.
+            '0'..='3' => {}
+            _ => return Err(PacketError::Malformed("unknown packet type")),
         }
         if let Some(after_slash) = rest.strip_prefix('/') {
             let (namespace, tail) = after_slash.split_once(',').unwrap_or((after_slash, ""));
@@ -110,7 +114,12 @@ impl SocketPacket {
             }
             rest = tail;
         }
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        // Only EVENT and ACK carry an ack id: in a CONNECT, digits start the payload (a
+        // number, so no token, which the handshake answers with connect_error).
+        let digits = match kind {
+            '2' | '3' => rest.bytes().take_while(u8::is_ascii_digit).count(),
+            _ => 0,
+        };
         let ack = if digits > 0 {
             let id = rest[..digits]
                 .parse::<u64>()
@@ -256,6 +265,34 @@ mod tests {
         assert!(SocketPacket::parse("299999999999999999999999[\"x\"]").is_err());
         assert!(SocketPacket::parse("").is_err());
         assert!(SocketPacket::parse("é").is_err());
+    }
+
+    #[test]
+    fn connect_payloads_have_no_ack_id() {
+        // Digits after CONNECT are its payload: "05" and "0 5" are the same packet.
+        assert_eq!(
+            SocketPacket::parse("05").unwrap(),
+            SocketPacket::Connect(Some(json!(5)))
+        );
+        assert_eq!(
+            SocketPacket::parse("0 5").unwrap(),
+            SocketPacket::Connect(Some(json!(5)))
+        );
+        assert_eq!(
+            SocketPacket::parse("07{\"token\":\"t\"}"),
+            Err(PacketError::Malformed("payload is not JSON"))
+        );
+    }
+
+    #[test]
+    fn unknown_packet_types_are_malformed_whatever_their_namespace() {
+        for text in [",/40", "4/admin,{}", "9/chat,[\"x\"]"] {
+            assert_eq!(
+                SocketPacket::parse(text),
+                Err(PacketError::Malformed("unknown packet type")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

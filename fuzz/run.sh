@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for N seconds (default 30) on its corpus and the hand-written
+# seeds, without a sanitizer, on the stable toolchain. Exits non-zero on the first crash;
+# the failing input is then in fuzz/artifacts/<target>/.
+#
+#   fuzz/run.sh [seconds]
+#
+# Needs cargo-fuzz (`cargo install cargo-fuzz --locked`) and a C++ compiler (libFuzzer is
+# built from source by libfuzzer-sys).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+seconds="${1:-30}"
+# The targets write new inputs to corpus/<target>; keep them out of the repository's
+# minimized corpus unless asked (FUZZ_KEEP_CORPUS=1), so that a CI run leaves no changes.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+for target in $(cargo fuzz list); do
+  mkdir -p "corpus/$target" "seeds/$target"
+  if [ "${FUZZ_KEEP_CORPUS:-0}" = 1 ]; then
+    into="corpus/$target"
+  else
+    into="$work/$target"
+    mkdir -p "$into"
+  fi
+  echo "== $target: ${seconds}s"
+  cargo fuzz run "$target" --sanitizer none "$into" "corpus/$target" "seeds/$target" -- \
+    -max_total_time="$seconds" -print_final_stats=1
+done
+echo "== no crash"

@@ -15,5 +15,5 @@ export COURIER_SOAK_SECS="${COURIER_SOAK_SECS:-600}"
 
 mkdir -p target
 cargo test --release -p courier-server --test faults --test hostile_clients --test cluster \
-  -- --nocapture --test-threads=1 2>&1 | tee target/soak.log \
+  -- --include-ignored --nocapture --test-threads=1 2>&1 | tee target/soak.log \
   | grep -E '^(Kill|Terminate|slow consumer|storm|soak|test result)|panicked'

@@ -179,23 +179,8 @@ fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
 // What hostile clients send.
 // ---------------------------------------------------------------------------------------
 
-const COMMANDS: &[&str] = &[
-    "message:send",
-    "message:edit",
-    "message:delete",
-    "message:delivered",
-    "message:read",
-    "typing:start",
-    "typing:stop",
-    "sync",
-    "room:join",
-    "room:leave",
-    "status:update",
-    "call:offer",
-    "call:answer",
-    "call:ice",
-    "call:hangup",
-];
+/// Every command type the server knows.
+const COMMANDS: &[&str] = courier_engine::protocol::ClientCommand::NAMES;
 
 /// Values of the wrong type, or out of range, for any field (raw JSON text, so that
 /// numbers no `Value` can hold are sent too).

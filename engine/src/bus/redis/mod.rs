@@ -516,24 +516,14 @@ impl Inner {
         Ok(())
     }
 
-    async fn try_arrive(
+    /// Runs a presence script (`ARRIVE` or `DEPART`) for `user` on this node.
+    async fn presence_script<T: redis::FromRedisValue>(
         &self,
+        script: &redis::Script,
         user: UserId,
-    ) -> Result<(i64, Vec<Option<String>>), redis::RedisError> {
+    ) -> Result<T, redis::RedisError> {
         let mut conn = self.connection().await?;
-        ARRIVE
-            .key(self.keys.presence(user))
-            .key(self.keys.node_users(&self.node))
-            .key(self.keys.status(user))
-            .arg(&self.node)
-            .arg(user.0)
-            .invoke_async(&mut *conn)
-            .await
-    }
-
-    async fn try_depart(&self, user: UserId) -> Result<i64, redis::RedisError> {
-        let mut conn = self.connection().await?;
-        DEPART
+        script
             .key(self.keys.presence(user))
             .key(self.keys.node_users(&self.node))
             .key(self.keys.status(user))
@@ -654,7 +644,10 @@ impl Bus for RedisBus {
             }
         }
         inner.subscribe(channels).await;
-        match inner.try_arrive(user).await {
+        match inner
+            .presence_script::<(i64, Vec<Option<String>>)>(&ARRIVE, user)
+            .await
+        {
             Ok((nodes, fields)) => {
                 inner.command_succeeded();
                 let status = fields.first().cloned().flatten().map(|status| {
@@ -686,7 +679,7 @@ impl Bus for RedisBus {
             }
         }
         inner.unsubscribe(channels).await;
-        match inner.try_depart(user).await {
+        match inner.presence_script::<i64>(&DEPART, user).await {
             Ok(left) => {
                 inner.command_succeeded();
                 left == 0
@@ -742,7 +735,7 @@ impl Bus for RedisBus {
         let users: Vec<UserId> = inner.here.lock().keys().copied().collect();
         let at = Timestamp::now();
         for user in users {
-            match inner.try_depart(user).await {
+            match inner.presence_script::<i64>(&DEPART, user).await {
                 Ok(0) => inner.local.went_offline_elsewhere(user, at).await,
                 Ok(_) => {}
                 Err(error) => {

@@ -3,12 +3,15 @@
 
 pub mod dispatch;
 pub mod native;
+mod read_ahead;
 pub mod socketio;
 
-use actix::{Actor, ActorContext};
-use actix_web::HttpRequest;
+use actix::{Actor, ActorContext, Addr, StreamHandler};
+use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use bytestring::ByteString;
+
+pub(crate) use read_ahead::DecodedFrames;
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -90,6 +93,26 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     Some((host, port))
 }
 
+/// Starts a WebSocket actor on an upgrade request. `actor` is built with the socket's
+/// [`DecodedFrames`], which it hands to [`read_frame`] with every frame: that is what
+/// lets the socket read on (see [`read_ahead`]).
+pub(crate) fn start_socket<A>(
+    actor: impl FnOnce(DecodedFrames) -> A,
+    req: &HttpRequest,
+    payload: web::Payload,
+    max_frame_bytes: usize,
+) -> Result<(Addr<A>, HttpResponse), actix_web::Error>
+where
+    A: Actor<Context = ws::WebsocketContext<A>>
+        + StreamHandler<Result<ws::Message, ws::ProtocolError>>,
+{
+    let (payload, frames) = read_ahead::read_ahead(payload, max_frame_bytes);
+    ws::WsResponseBuilder::new(actor(frames), req, payload)
+        .frame_size(max_frame_bytes)
+        .start_with_addr()
+        .map_err(|error| ApiError::new(ErrorCode::BadRequest, error.to_string()).into())
+}
+
 /// Closes a socket with a close code and reason.
 pub(crate) fn close_with<A>(ctx: &mut ws::WebsocketContext<A>, code: u16, reason: &str)
 where
@@ -113,15 +136,17 @@ where
 /// Handles one incoming WebSocket frame the same way for every transport: pings are
 /// answered, a close is echoed, an oversized frame closes with 1009, a text frame that is
 /// not UTF-8 with 1007, a broken one with 1002, binary and continuation frames go to
-/// `refuse_binary`. Text is handed back.
+/// `refuse_binary`. Text is handed back. Every frame is reported to `frames`.
 pub(crate) fn read_frame<A>(
     item: Result<ws::Message, ws::ProtocolError>,
+    frames: &DecodedFrames,
     ctx: &mut ws::WebsocketContext<A>,
     refuse_binary: impl FnOnce(&mut ws::WebsocketContext<A>),
 ) -> Option<ByteString>
 where
     A: Actor<Context = ws::WebsocketContext<A>>,
 {
+    frames.decoded(&item);
     match item {
         Ok(ws::Message::Text(text)) => return Some(text),
         Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
@@ -132,6 +157,7 @@ where
             ctx.stop();
         }
         Err(ws::ProtocolError::Overflow) => close_with(ctx, 1009, "frame too large"),
+        Err(_) if frames.oversized() => close_with(ctx, 1009, "frame too large"),
         // actix reports a text frame that is not UTF-8 as an I/O error carrying the
         // `Utf8Error` text; RFC 6455 wants 1007 (inconsistent data) for it, not 1002.
         Err(ws::ProtocolError::Io(error)) if error.to_string().contains("utf-8") => {

@@ -9,12 +9,11 @@ use actix_web_actors::ws;
 use bytestring::ByteString;
 use courier_engine::{Engine, Outbound, Session, UserId};
 
-use crate::error::ErrorCode;
-
 use std::sync::Arc;
 
 use governor::DefaultDirectRateLimiter;
 
+use super::DecodedFrames;
 use super::dispatch::{self, Dispatcher, Inbound, codes};
 use crate::auth;
 use crate::error::ApiError;
@@ -52,19 +51,17 @@ pub async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     super::check_origin(&req, &settings.allowed_origins)?;
     let (caller, expires_at) = auth::authenticate(&req, true)?;
-    let socket = NativeSocket {
+    let socket = |decoded| NativeSocket {
         user: caller.0,
         session: None,
         written_before_attach: 0,
         last_heard: Instant::now(),
         token_expires_at: expires_at,
         frames: dispatcher.limits.frame_limiter(),
+        decoded,
         dispatcher: dispatcher.into_inner(),
     };
-    let (socket, response) = ws::WsResponseBuilder::new(socket, &req, stream)
-        .frame_size(settings.max_frame_bytes)
-        .start_with_addr()
-        .map_err(|error| ApiError::new(ErrorCode::BadRequest, error.to_string()))?;
+    let (socket, response) = super::start_socket(socket, &req, stream, settings.max_frame_bytes)?;
     // Attached before the 101 goes out: an event published once the client sees the
     // socket open is never missed.
     let session = engine
@@ -105,6 +102,8 @@ struct NativeSocket {
     token_expires_at: i64,
     /// This socket's frame rate limit.
     frames: DefaultDirectRateLimiter,
+    /// Frames decoded, reported to the socket's reader.
+    decoded: DecodedFrames,
     dispatcher: Arc<Dispatcher>,
 }
 
@@ -219,7 +218,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for NativeSocket {
                 None,
             ));
         };
-        if let Some(text) = super::read_frame(item, ctx, refuse_binary) {
+        if let Some(text) = super::read_frame(item, &self.decoded, ctx, refuse_binary) {
             self.on_text(&text, ctx);
         }
     }

@@ -197,6 +197,20 @@ async fn oversized_and_non_utf8_text_frames_close_the_socket() {
             .unwrap();
         assert_eq!(close_code(&mut stream).await, 1009, "{path}: too large");
 
+        // A frame that announces 1 TiB is refused as soon as more than the limit of it
+        // has come, not buffered until all of it has.
+        let mut stream = raw_upgrade(app.port, path, token).await;
+        let mut announced = vec![0x81, 0x80 | 127];
+        announced.extend_from_slice(&(1_u64 << 40).to_be_bytes());
+        announced.extend_from_slice(&[1, 2, 3, 4]);
+        announced.extend_from_slice(&[b'x'; 16 * 1024]);
+        stream.write_all(&announced).await.unwrap();
+        assert_eq!(
+            close_code(&mut stream).await,
+            1009,
+            "{path}: announced 1 TiB"
+        );
+
         // At the limit is fine: the frame is answered, the socket stays.
         let mut stream = raw_upgrade(app.port, path, token).await;
         let frame = format!("{{\"type\":\"nope\",\"ref\":\"{}\"}}", "r".repeat(1000));

@@ -13,13 +13,9 @@ use courier_engine::{Engine, Outbound};
 use super::connection::{self, Connection, PING_INTERVAL, PING_TIMEOUT, SocketIoActor};
 use super::polling::{FromClient, PollingIo, Probed, SocketGone, Upgraded};
 use crate::auth::Tokens;
-use crate::error::{ApiError, ErrorCode};
 use crate::realtime::dispatch::Dispatcher;
+use crate::realtime::{DecodedFrames, close_with as close, read_frame, start_socket};
 use crate::startup::SocketSettings;
-
-fn bad_request(error: impl std::fmt::Display) -> actix_web::Error {
-    ApiError::new(ErrorCode::BadRequest, error.to_string()).into()
-}
 
 /// A new connection whose only transport is this WebSocket.
 pub(super) fn connect(
@@ -30,14 +26,13 @@ pub(super) fn connect(
     engine: Engine,
     tokens: Arc<Tokens>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let socket = WebSocketIo {
+    let socket = |decoded| WebSocketIo {
         connection: Connection::new(engine, tokens, dispatcher, settings.max_frame_bytes),
+        decoded,
         last_heard: Instant::now(),
     };
-    ws::WsResponseBuilder::new(socket, req, stream)
-        .frame_size(settings.max_frame_bytes)
-        .start()
-        .map_err(bad_request)
+    let (_, response) = start_socket(socket, req, stream, settings.max_frame_bytes)?;
+    Ok(response)
 }
 
 /// The WebSocket that upgrades an existing long-polling connection.
@@ -47,17 +42,15 @@ pub(super) fn upgrade(
     settings: &SocketSettings,
     polling: Addr<PollingIo>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    ws::WsResponseBuilder::new(UpgradingSocket { polling }, req, stream)
-        .frame_size(settings.max_frame_bytes)
-        .start()
-        .map_err(bad_request)
+    let socket = |decoded| UpgradingSocket { polling, decoded };
+    let (_, response) = start_socket(socket, req, stream, settings.max_frame_bytes)?;
+    Ok(response)
 }
-
-use crate::realtime::{close_with as close, read_frame};
 
 /// A Socket.IO connection carried by a WebSocket from the start.
 struct WebSocketIo {
     connection: Connection,
+    decoded: DecodedFrames,
     last_heard: Instant,
 }
 
@@ -128,7 +121,7 @@ where
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WebSocketIo {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
-        if let Some(text) = read_frame(item, ctx, refuse_binary) {
+        if let Some(text) = read_frame(item, &self.decoded, ctx, refuse_binary) {
             connection::on_engine_packet(self, ctx, &text);
         }
     }
@@ -138,6 +131,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WebSocketIo {
 /// the packets of the [`PollingIo`] that owns the connection.
 pub(super) struct UpgradingSocket {
     polling: Addr<PollingIo>,
+    decoded: DecodedFrames,
 }
 
 impl Actor for UpgradingSocket {
@@ -179,7 +173,7 @@ impl Handler<EndSocket> for UpgradingSocket {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for UpgradingSocket {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        let Some(text) = read_frame(item, ctx, refuse_binary) else {
+        let Some(text) = read_frame(item, &self.decoded, ctx, refuse_binary) else {
             return;
         };
         match &*text {

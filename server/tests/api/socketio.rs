@@ -4,12 +4,20 @@
 use courier_test_db::TestDatabase;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 courier_test_db::on_both_stores!(
     polling_handshake_connect_and_ack,
     bad_sessions_and_versions_are_refused
 );
+
+#[actix_rt::test]
+async fn a_polling_client_that_posts_but_never_fetches_is_closed() {
+    let db = TestDatabase::new(courier_test_db::Backend::Sqlite)
+        .await
+        .unwrap();
+    polling_client_that_never_fetches(db).await;
+}
 
 const SEPARATOR: char = '\u{1e}';
 
@@ -140,4 +148,48 @@ async fn bad_sessions_and_versions_are_refused(db: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+}
+
+/// Replies pile up for a client that posts `sync`s and never polls, until the server
+/// closes the connection (past 16 MiB of them) instead of holding them all.
+async fn polling_client_that_never_fetches(db: TestDatabase) {
+    let app = spawn_app_with(db, |config| {
+        config.sends_per_second = 1000;
+        config.ws_frames_per_second = 1000;
+    })
+    .await;
+    let ann = app.register("ann").await;
+    let group = app.group(&ann, &[]).await;
+    let body = "x".repeat(16 * 1024);
+    for index in 0..100 {
+        app.send(&ann, group, &format!("big-{index}"), &body).await;
+    }
+    let sessions = r#"courier_sessions{transport="socketio"}"#;
+    let sid = open(&app).await["sid"].as_str().unwrap().to_owned();
+    send(&app, &sid, &[format!("40{}", json!({"token": ann.access}))]).await;
+    let connected = Received(Vec::new()).take(&app, &sid, "40").await;
+    assert!(connected.starts_with(r#"40{"sid":"#), "{connected}");
+    assert_eq!(app.metric(sessions).await, 1.0);
+
+    // Twenty pages of about 1.7 MB each, answered while nobody fetches them.
+    let sync = json!(["sync", {"conversationId": group, "afterSeq": 0, "limit": 100}]);
+    let pages: Vec<String> = (0..20).map(|ack| format!("42{ack}{sync}")).collect();
+    send(&app, &sid, &pages).await;
+    let mut open_sessions = 1.0;
+    for _ in 0..100 {
+        open_sessions = app.metric(sessions).await;
+        if open_sessions == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(open_sessions, 0.0, "the connection was not closed");
+    let url = format!(
+        "http://127.0.0.1:{}/socket.io/?EIO=4&transport=polling&sid={sid}",
+        app.port
+    );
+    let response = app.http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["message"], "Session ID unknown");
 }

@@ -18,6 +18,13 @@ use super::websocket::{EndSocket, ToClient, UpgradingSocket};
 /// The record separator between packets of one polling payload.
 pub(super) const SEPARATOR: char = '\u{1e}';
 
+/// Replies (acks, errors, pongs) a polling client may leave unfetched before its
+/// connection is closed as a slow consumer. Pushed events are bounded by the session's
+/// outbound queue; replies are not, so a client that posts commands and never polls would
+/// otherwise make the server hold every answer. Four full `sync` pages of 16 KiB messages
+/// fit, which no client that polls comes near.
+const MAX_UNFETCHED_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
 /// Long-polling connections on this node, by sid.
 #[derive(Default)]
 pub struct PollingRegistry {
@@ -50,8 +57,12 @@ pub struct PollingIo {
     connection: Connection,
     registry: Arc<PollingRegistry>,
     outbox: Vec<Outgoing>,
+    /// Bytes of the replies in `outbox` (see [`MAX_UNFETCHED_REPLY_BYTES`]).
+    unfetched_reply_bytes: usize,
     waiting: Option<oneshot::Sender<String>>,
     upgraded: Option<Addr<UpgradingSocket>>,
+    /// When the client last fetched (or sent over the upgraded socket): a client that only
+    /// posts is not listening, and is dropped like one that is gone.
     last_heard: Instant,
 }
 
@@ -64,6 +75,7 @@ impl PollingIo {
             connection,
             registry: Arc::clone(&registry),
             outbox: Vec::new(),
+            unfetched_reply_bytes: 0,
             waiting: None,
             upgraded: None,
             last_heard: Instant::now(),
@@ -81,6 +93,7 @@ impl PollingIo {
             return;
         };
         let outgoing = std::mem::take(&mut self.outbox);
+        self.unfetched_reply_bytes = 0;
         let events = outgoing.iter().filter(|out| out.event).count();
         let mut payload = String::new();
         for (index, out) in outgoing.into_iter().enumerate() {
@@ -103,11 +116,19 @@ impl PollingIo {
                 }
             }
             None => {
+                if !event {
+                    self.unfetched_reply_bytes += packet.len();
+                }
                 self.outbox.push(Outgoing { packet, event });
                 self.flush();
+                if self.unfetched_reply_bytes > MAX_UNFETCHED_REPLY_BYTES {
+                    tracing::debug!(sid = %self.connection.sid, "polling client does not fetch");
+                    let reason = courier_engine::CloseReason::SlowConsumer;
+                    self.outbox.clear();
+                    self.end(ctx, reason.close_code(), reason.as_str());
+                }
             }
         }
-        let _ = ctx;
     }
 }
 
@@ -211,8 +232,11 @@ impl Handler<Posted> for PollingIo {
     type Result = ();
 
     fn handle(&mut self, msg: Posted, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
         for packet in msg.0.split(SEPARATOR) {
+            // A packet may have ended the connection: what follows it is not run.
+            if ctx.state() != ActorState::Running {
+                break;
+            }
             connection::on_engine_packet(self, ctx, packet);
         }
     }

@@ -355,6 +355,24 @@ mod tests {
     }
 
     #[test]
+    fn relayed_call_payloads_keep_their_numbers_exactly() {
+        // serde_json parses this to the neighbouring float unless `float_roundtrip` is on.
+        let number = "3.6233516252685460e-133";
+        let exact: f64 = number.parse().unwrap();
+        let frame = format!(
+            r#"{{"type":"call:offer","data":{{"callId":"c","toUserId":2,"sdp":{{"x":{number}}}}}}}"#
+        );
+        let Inbound::Command { command, .. } = decode(&frame) else {
+            panic!("not a command");
+        };
+        let relayed = serde_json::to_value(&command).unwrap();
+        assert_eq!(relayed["data"]["sdp"]["x"].as_f64(), Some(exact));
+        let text = serde_json::to_string(&relayed).unwrap();
+        let again: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(again["data"]["sdp"]["x"].as_f64(), Some(exact));
+    }
+
+    #[test]
     fn typing_has_no_ack_and_errors_have_the_documented_shape() {
         assert_eq!(ack_frame(&Some(Value::from("t")), &Reply::None), None);
         let frame: Value = serde_json::from_str(&error_frame(

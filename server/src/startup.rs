@@ -19,6 +19,7 @@ use crate::error;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::realtime::dispatch::Dispatcher;
+use crate::realtime::heartbeat::Heartbeats;
 
 /// What the auth routes need of the configuration.
 #[derive(Debug, Clone)]
@@ -106,9 +107,12 @@ impl Application {
         });
         let metrics = web::Data::from(metrics);
         let limits = web::Data::new(RateLimits::new(&config));
+        let heartbeats = Heartbeats::new();
+        actix_web::rt::spawn(Heartbeats::run(Arc::downgrade(&heartbeats)));
         let dispatcher = web::Data::new(Dispatcher {
             limits: limits.clone().into_inner(),
             metrics: metrics.clone().into_inner(),
+            heartbeats: heartbeats.clone(),
         });
         let idle_limits = limits.clone();
         actix_web::rt::spawn(async move {

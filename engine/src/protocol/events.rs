@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use super::views::{Conversation, Message, PresenceStatus};
@@ -221,15 +222,15 @@ impl ServerEvent {
     pub fn encode(&self) -> EventFrame {
         // Serialising a derived enum into a Vec cannot fail: every field is a plain
         // value or a string, and serde_json only fails on maps with non-string keys.
-        let json = serde_json::to_vec(self).unwrap_or_else(|error| {
+        let json = serde_json::to_string(self).unwrap_or_else(|error| {
             tracing::error!(%error, event = self.name(), "event failed to serialise");
-            b"{}".to_vec()
+            "{}".to_owned()
         });
-        EventFrame::from_json(
+        EventFrame::from_text(
             self.name(),
             self.conversation_id(),
             self.is_ephemeral(),
-            Bytes::from(json),
+            ByteString::from(json),
         )
     }
 }
@@ -243,7 +244,9 @@ struct EncodedEvent {
     name: &'static str,
     conversation_id: Option<ConversationId>,
     ephemeral: bool,
-    json: Bytes,
+    /// Text, so that a WebSocket transport writes it as a text frame without checking
+    /// its UTF-8 again for every recipient.
+    json: ByteString,
     data: Bytes,
     /// A second transport's framing of the same event, built by the first recipient on
     /// that transport and shared by the rest.
@@ -252,18 +255,30 @@ struct EncodedEvent {
 
 impl EventFrame {
     /// A frame from an event's JSON (`{"type":"<name>","data":…}`) and what is known of
-    /// it, as it arrives from another node: nothing is parsed again.
+    /// it, as it arrives from another node: nothing is parsed again, only its UTF-8 is
+    /// checked, once for all recipients.
     pub(crate) fn from_json(
         name: &'static str,
         conversation_id: Option<ConversationId>,
         ephemeral: bool,
         json: Bytes,
+    ) -> Result<Self, std::str::Utf8Error> {
+        let json = ByteString::try_from(json)?;
+        Ok(Self::from_text(name, conversation_id, ephemeral, json))
+    }
+
+    fn from_text(
+        name: &'static str,
+        conversation_id: Option<ConversationId>,
+        ephemeral: bool,
+        json: ByteString,
     ) -> Self {
         // The data's bytes are a slice of the same buffer, so a transport with another
         // framing (Socket.IO) shares the serialisation too.
         let prefix = "{\"type\":\"".len() + name.len() + "\",\"data\":".len();
-        let data = if json.len() > prefix {
-            json.slice(prefix..json.len() - 1)
+        let bytes = json.as_bytes();
+        let data = if bytes.len() > prefix {
+            bytes.slice(prefix..bytes.len() - 1)
         } else {
             Bytes::from_static(b"null")
         };
@@ -293,6 +308,11 @@ impl EventFrame {
 
     /// The native frame: `{"type": ..., "data": ...}` as UTF-8 JSON.
     pub fn json(&self) -> &Bytes {
+        self.0.json.as_bytes()
+    }
+
+    /// The native frame as text, for a WebSocket text frame.
+    pub fn text(&self) -> &ByteString {
         &self.0.json
     }
 
@@ -313,7 +333,7 @@ impl EventFrame {
 
     /// Decodes the frame back into a [`ServerEvent`] (for tests and in-process clients).
     pub fn decode(&self) -> serde_json::Result<ServerEvent> {
-        serde_json::from_slice(&self.0.json)
+        serde_json::from_slice(self.0.json.as_bytes())
     }
 
     /// Two frames are the same allocation (to check that an event was serialised once).

@@ -220,6 +220,8 @@ pub struct Dispatcher {
     pub limits: Arc<RateLimits>,
     /// The server's metrics.
     pub metrics: Arc<Metrics>,
+    /// Every socket's ping and token-expiry deadlines.
+    pub heartbeats: Arc<super::heartbeat::Heartbeats>,
 }
 
 impl Dispatcher {

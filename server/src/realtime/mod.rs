@@ -2,6 +2,7 @@
 //! hands it to [`dispatch`], which every transport shares; the engine never sees a socket.
 
 pub mod dispatch;
+pub mod heartbeat;
 pub mod native;
 mod read_ahead;
 pub mod socketio;

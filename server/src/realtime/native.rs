@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
-use bytestring::ByteString;
 use courier_engine::{Engine, Outbound, Session, UserId};
 
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use std::sync::Arc;
 use governor::DefaultDirectRateLimiter;
 
 use super::DecodedFrames;
+use super::heartbeat::{Beat, HeartbeatKey};
 use super::dispatch::{self, Dispatcher, Inbound, codes};
 use crate::auth;
 use crate::error::ApiError;
@@ -57,6 +57,7 @@ pub async fn connect(
         written_before_attach: 0,
         last_heard: Instant::now(),
         token_expires_at: expires_at,
+        heartbeat: None,
         frames: dispatcher.limits.frame_limiter(),
         decoded,
         dispatcher: dispatcher.into_inner(),
@@ -100,6 +101,8 @@ struct NativeSocket {
     last_heard: Instant,
     /// When the access token it was opened with expires (seconds since the epoch).
     token_expires_at: i64,
+    /// Its row in the node's heartbeat table, while it runs.
+    heartbeat: Option<HeartbeatKey>,
     /// This socket's frame rate limit.
     frames: DefaultDirectRateLimiter,
     /// Frames decoded, reported to the socket's reader.
@@ -159,24 +162,18 @@ impl Actor for NativeSocket {
         let metrics = &self.dispatcher.metrics;
         metrics.connections.inc();
         metrics.sessions.with_label_values(&["native"]).inc();
+        let heartbeats = &self.dispatcher.heartbeats;
+        let key = heartbeats.join(ctx.address().recipient(), HEARTBEAT_INTERVAL);
         // A socket lives no longer than its access token: the client reconnects with a
         // refreshed one, so a revoked account loses its sockets within one token lifetime.
-        let now = courier_engine::Timestamp::now().as_millis() / 1000;
-        let remaining = u64::try_from(self.token_expires_at - now).unwrap_or(0);
-        ctx.run_later(Duration::from_secs(remaining), |_, ctx| {
-            super::close_with(ctx, TOKEN_EXPIRED_CLOSE_CODE, "token_expired");
-        });
-        ctx.run_interval(HEARTBEAT_INTERVAL, |socket, ctx| {
-            if socket.last_heard.elapsed() > CLIENT_TIMEOUT {
-                tracing::debug!(user = %socket.user, "client timed out");
-                ctx.stop();
-                return;
-            }
-            ctx.ping(b"");
-        });
+        heartbeats.expire_at(&key, self.token_expires_at);
+        self.heartbeat = Some(key);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(key) = self.heartbeat.take() {
+            self.dispatcher.heartbeats.leave(key);
+        }
         let metrics = &self.dispatcher.metrics;
         metrics.connections.dec();
         metrics.sessions.with_label_values(&["native"]).dec();
@@ -189,11 +186,7 @@ impl Handler<Outbound> for NativeSocket {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
             Outbound::Event(frame) => {
-                // The engine wrote valid UTF-8 JSON; the check is linear and cheap.
-                match ByteString::try_from(frame.json().clone()) {
-                    Ok(text) => ctx.text(text),
-                    Err(_) => tracing::error!(event = frame.name(), "event is not UTF-8"),
-                }
+                ctx.text(frame.text().clone());
                 match &self.session {
                     Some(session) => session.queue().written(),
                     None => self.written_before_attach += 1,
@@ -203,6 +196,23 @@ impl Handler<Outbound> for NativeSocket {
             Outbound::Close(reason) => {
                 super::close_with(ctx, reason.close_code(), reason.as_str());
             }
+        }
+    }
+}
+
+impl Handler<Beat> for NativeSocket {
+    type Result = ();
+
+    fn handle(&mut self, beat: Beat, ctx: &mut Self::Context) {
+        match beat {
+            Beat::TokenExpired => {
+                super::close_with(ctx, TOKEN_EXPIRED_CLOSE_CODE, "token_expired");
+            }
+            Beat::Ping if self.last_heard.elapsed() > CLIENT_TIMEOUT => {
+                tracing::debug!(user = %self.user, "client timed out");
+                ctx.stop();
+            }
+            Beat::Ping => ctx.ping(b""),
         }
     }
 }

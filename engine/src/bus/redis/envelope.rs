@@ -193,12 +193,8 @@ fn get_frame(mut bytes: Bytes) -> Result<EventFrame, Malformed> {
     let flags = bytes.try_get_u8().map_err(|_| Malformed("truncated"))?;
     let conversation = ConversationId(get_i64(&mut bytes)?);
     let conversation = (flags & HAS_CONVERSATION != 0).then_some(conversation);
-    Ok(EventFrame::from_json(
-        name,
-        conversation,
-        flags & EPHEMERAL != 0,
-        bytes,
-    ))
+    EventFrame::from_json(name, conversation, flags & EPHEMERAL != 0, bytes)
+        .map_err(|_| Malformed("event is not UTF-8"))
 }
 
 #[cfg(test)]

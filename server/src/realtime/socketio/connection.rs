@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::packet::{self, EnginePacket, PacketError, SocketPacket};
 use crate::auth::Tokens;
 use crate::realtime::dispatch::{self, Dispatcher, Refused, codes};
+use crate::realtime::heartbeat::{Beat, HeartbeatKey};
 use crate::realtime::native::TOKEN_EXPIRED_CLOSE_CODE;
 
 /// Engine.IO `pingInterval`: the server pings this often.
@@ -35,6 +36,8 @@ pub(super) struct Connection {
     frames: DefaultDirectRateLimiter,
     pub(super) dispatcher: Arc<Dispatcher>,
     max_payload: usize,
+    /// Its row in the node's heartbeat table, while it runs.
+    heartbeat: Option<HeartbeatKey>,
 }
 
 impl Connection {
@@ -53,6 +56,14 @@ impl Connection {
             frames: dispatcher.limits.frame_limiter(),
             dispatcher,
             max_payload,
+            heartbeat: None,
+        }
+    }
+
+    /// The connection stopped: no more pings.
+    pub(super) fn leave_heartbeat(&mut self) {
+        if let Some(key) = self.heartbeat.take() {
+            self.dispatcher.heartbeats.leave(key);
         }
     }
 
@@ -200,7 +211,7 @@ where
                         connection.session = Some(Rc::new(session));
                         let connected = packet::connect_ok(&connection.sid);
                         actor.write(ctx, connected);
-                        expire_with_token(actor, ctx);
+                        expire_with_token(actor);
                     }
                     Err(error) => {
                         let (_, message, _) = dispatch::describe(&error);
@@ -212,20 +223,44 @@ where
 }
 
 /// A connection lives no longer than its access token; the client reconnects with a new one.
-fn expire_with_token<A>(actor: &mut A, ctx: &mut A::Context)
+fn expire_with_token<A: SocketIoActor>(actor: &mut A) {
+    let connection = actor.connection();
+    if let Some(key) = &connection.heartbeat {
+        let expires_at = connection.token_expires_at;
+        connection.dispatcher.heartbeats.expire_at(key, expires_at);
+    }
+}
+
+/// Puts a starting connection in the node's heartbeat table: it is pinged every
+/// [`PING_INTERVAL`] from now on.
+pub(super) fn join_heartbeat<A>(actor: &mut A, ctx: &mut A::Context)
+where
+    A: SocketIoActor + Handler<Beat>,
+    A::Context: AsyncContext<A> + ToEnvelope<A, Beat>,
+{
+    let connection = actor.connection();
+    let key = connection
+        .dispatcher
+        .heartbeats
+        .join(ctx.address().recipient(), PING_INTERVAL);
+    connection.heartbeat = Some(key);
+}
+
+/// A connection's ping or token expiry is due. `last_heard`: when the client was last
+/// heard from (a client that has not answered a ping in [`PING_TIMEOUT`] is gone).
+pub(super) fn on_beat<A>(actor: &mut A, ctx: &mut A::Context, beat: Beat, last_heard: Instant)
 where
     A: SocketIoActor,
     A::Context: AsyncContext<A>,
 {
-    let now = courier_engine::Timestamp::now().as_millis() / 1000;
-    let remaining = u64::try_from(actor.connection().token_expires_at - now).unwrap_or(0);
-    ctx.run_later(
-        Duration::from_secs(remaining),
-        |actor: &mut A, ctx: &mut A::Context| {
+    match beat {
+        Beat::TokenExpired => {
             actor.write(ctx, EnginePacket::Message("1".into()).encode());
             actor.end(ctx, TOKEN_EXPIRED_CLOSE_CODE, "token_expired");
-        },
-    );
+        }
+        Beat::Ping if last_heard.elapsed() > PING_INTERVAL + PING_TIMEOUT => ctx.stop(),
+        Beat::Ping => actor.write(ctx, "2".into()),
+    }
 }
 
 fn on_event<A>(

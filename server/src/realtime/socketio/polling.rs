@@ -12,7 +12,8 @@ use courier_engine::Outbound;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::connection::{self, Connection, PING_INTERVAL, PING_TIMEOUT, SocketIoActor};
+use super::connection::{self, Connection, SocketIoActor};
+use crate::realtime::heartbeat::Beat;
 use super::websocket::{EndSocket, ToClient, UpgradingSocket};
 
 /// The record separator between packets of one polling payload.
@@ -169,22 +170,26 @@ impl Actor for PollingIo {
     fn started(&mut self, ctx: &mut Self::Context) {
         let metrics = &self.connection.dispatcher.metrics;
         metrics.sessions.with_label_values(&["socketio"]).inc();
-        ctx.run_interval(PING_INTERVAL, |actor, ctx| {
-            if actor.last_heard.elapsed() > PING_INTERVAL + PING_TIMEOUT {
-                ctx.stop();
-                return;
-            }
-            actor.write(ctx, "2".into());
-        });
+        connection::join_heartbeat(self, ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.connection.leave_heartbeat();
         self.registry.remove(&self.connection.sid);
         if let Some(waiting) = self.waiting.take() {
             let _ = waiting.send("1".into());
         }
         let metrics = &self.connection.dispatcher.metrics;
         metrics.sessions.with_label_values(&["socketio"]).dec();
+    }
+}
+
+impl Handler<Beat> for PollingIo {
+    type Result = ();
+
+    fn handle(&mut self, beat: Beat, ctx: &mut Self::Context) {
+        let last_heard = self.last_heard;
+        connection::on_beat(self, ctx, beat, last_heard);
     }
 }
 

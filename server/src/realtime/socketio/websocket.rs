@@ -10,7 +10,8 @@ use actix_web_actors::ws;
 use bytestring::ByteString;
 use courier_engine::{Engine, Outbound};
 
-use super::connection::{self, Connection, PING_INTERVAL, PING_TIMEOUT, SocketIoActor};
+use super::connection::{self, Connection, SocketIoActor};
+use crate::realtime::heartbeat::Beat;
 use super::polling::{FromClient, PollingIo, Probed, SocketGone, Upgraded};
 use crate::auth::Tokens;
 use crate::realtime::dispatch::Dispatcher;
@@ -82,19 +83,23 @@ impl Actor for WebSocketIo {
         metrics.sessions.with_label_values(&["socketio"]).inc();
         let open = self.connection.open_packet(&[]);
         ctx.text(open);
-        ctx.run_interval(PING_INTERVAL, |socket, ctx| {
-            if socket.last_heard.elapsed() > PING_INTERVAL + PING_TIMEOUT {
-                ctx.stop();
-                return;
-            }
-            ctx.text("2");
-        });
+        connection::join_heartbeat(self, ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.connection.leave_heartbeat();
         let metrics = &self.connection.dispatcher.metrics;
         metrics.connections.dec();
         metrics.sessions.with_label_values(&["socketio"]).dec();
+    }
+}
+
+impl Handler<Beat> for WebSocketIo {
+    type Result = ();
+
+    fn handle(&mut self, beat: Beat, ctx: &mut Self::Context) {
+        let last_heard = self.last_heard;
+        connection::on_beat(self, ctx, beat, last_heard);
     }
 }
 

@@ -7,7 +7,7 @@
 # is appended to the results file; then compare-report prints the table of ratios and
 # draws the chart.
 #
-#   benches/compare/run.sh                                   # all of it, about 30 minutes
+#   benches/compare/run.sh                                   # all of it, about 10 minutes
 #   COMPARE_QUICK=1 COMPARE_DURATION=3 benches/compare/run.sh  # a check that it all works
 #   COMPARE_TARGETS=reference benches/compare/run.sh         # one target again
 #

@@ -11,26 +11,16 @@
 #     benches/loadgen/run.sh pairs --pairs 500
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benches/loadgen/courier.sh
 
-cargo build --release --locked -p courier-server -p courier-loadgen >&2
-data=$(mktemp -d)
+bench_build
 port="${LOADGEN_PORT:-18080}"
-# One node: no Redis. The store: a new SQLite file, or DATABASE_URL.
+database_url=
 if [ "${LOADGEN_STORE:-sqlite}" = postgres ]; then
-  store=(env -u REDIS_URL -u COURIER_REDIS_URL
-    "DATABASE_URL=${DATABASE_URL:?LOADGEN_STORE=postgres needs DATABASE_URL}")
-else
-  store=(env -u REDIS_URL -u COURIER_REDIS_URL -u DATABASE_URL -u COURIER_DATABASE_URL)
+  database_url="${DATABASE_URL:?LOADGEN_STORE=postgres needs DATABASE_URL}"
 fi
-"${store[@]}" \
-  COURIER_CONFIG=benches/loadgen/server.toml COURIER_LISTEN="127.0.0.1:$port" \
-  COURIER_DATA_DIR="$data" RUST_LOG=warn target/release/courier serve >"$data/server.log" 2>&1 &
-server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
-# Open files for many connections, on both sides.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
-target/release/loadgen --url "http://127.0.0.1:$port" --server-pid "$server" "$@"
+log=$(mktemp)
+trap 'bench_stop_courier; rm -f "$log"' EXIT
+bench_raise_nofile
+bench_start_courier "$port" "$log" "$database_url"
+"$bench_bin/loadgen" --url "http://127.0.0.1:$port" --server-pid "$courier_pid" "$@"

@@ -14,7 +14,7 @@ mod server;
 mod setup;
 mod stats;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use courier_loadgen::report::{Latency, RunReport};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::client::{Connection, Incoming, Protocol};
@@ -33,8 +33,7 @@ use crate::setup::{Rest, User};
 use crate::stats::{Received, Totals};
 
 /// What the load looks like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// One group: `--senders` send, every member (`--receivers` plus the senders) receives.
     Fanout,
@@ -365,41 +364,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let connections = receiving.len();
     let percentile = |q: f64| (totals.deliveries > 0).then(|| totals.latency.value_at_quantile(q));
-    let report = json!({
-        "scenario": args.scenario,
-        "protocol": args.protocol,
-        "connections": connections,
-        "payloadBytes": args.payload,
-        "window": args.window,
-        "seconds": seconds,
-        "connectSeconds": connect_time.as_secs_f64(),
-        "sent": counters.sent.load(Ordering::Relaxed),
-        "acked": acked,
-        "refused": counters.refused.load(Ordering::Relaxed),
-        "ackedPerSecond": acked as f64 / seconds,
-        "delivered": totals.deliveries,
-        "deliveredPerSecond": totals.deliveries as f64 / seconds,
-        "latencyUs": {
-            "p50": percentile(0.5),
-            "p90": percentile(0.9),
-            "p99": percentile(0.99),
-            "max": (totals.deliveries > 0).then(|| totals.latency.max()),
+    let report = RunReport {
+        target: None,
+        scenario: value_name(args.scenario),
+        protocol: value_name(args.protocol),
+        connections: connections as u64,
+        payload_bytes: args.payload as u64,
+        window: args.window as u64,
+        seconds,
+        connect_seconds: connect_time.as_secs_f64(),
+        sent: counters.sent.load(Ordering::Relaxed),
+        acked,
+        refused: counters.refused.load(Ordering::Relaxed),
+        acked_per_second: acked as f64 / seconds,
+        delivered: totals.deliveries,
+        delivered_per_second: totals.deliveries as f64 / seconds,
+        latency_us: Latency {
+            p50: percentile(0.5),
+            p90: percentile(0.9),
+            p99: percentile(0.99),
+            max: (totals.deliveries > 0).then(|| totals.latency.max()),
         },
-        "lost": lost,
-        "duplicated": totals.duplicates,
-        "outOfOrder": totals.out_of_order,
-        "connectionErrors": counters.errors.load(Ordering::Relaxed),
-        "churnConnections": counters.churned.load(Ordering::Relaxed),
-        "serverCpuSeconds": cpu,
-        "serverCpuUsPerDelivery": cpu.filter(|_| totals.deliveries > 0).map(|cpu| cpu * 1e6 / totals.deliveries as f64),
-        "serverRssKiB": rss_loaded,
-        "serverRssKiBPerConnection": match (rss_before, rss_loaded) {
-            (Some(before), Some(after)) if connections > 0 => Some(after.saturating_sub(before) as f64 / connections as f64),
+        lost,
+        duplicated: totals.duplicates,
+        out_of_order: totals.out_of_order,
+        connection_errors: counters.errors.load(Ordering::Relaxed),
+        churn_connections: counters.churned.load(Ordering::Relaxed),
+        server_cpu_seconds: cpu,
+        server_cpu_us_per_delivery: cpu
+            .filter(|_| totals.deliveries > 0)
+            .map(|cpu| cpu * 1e6 / totals.deliveries as f64),
+        server_rss_kib: rss_loaded,
+        server_rss_kib_per_connection: match (rss_before, rss_loaded) {
+            (Some(before), Some(after)) if connections > 0 => {
+                Some(after.saturating_sub(before) as f64 / connections as f64)
+            }
             _ => None,
         },
-        "refusals": counters.refusals(),
-    });
-    println!("{report}");
+        refusals: counters.refusals(),
+    };
+    println!("{}", serde_json::to_string(&report)?);
     summary(&report);
     if !args.report_only && (lost > 0 || totals.duplicates > 0 || totals.out_of_order > 0) {
         bail!("deliveries were lost, duplicated or reordered");
@@ -532,10 +536,15 @@ impl Counters {
         }
     }
 
-    fn refusals(&self) -> serde_json::Value {
+    fn refusals(&self) -> BTreeMap<String, u64> {
         self.refusal_kinds
             .lock()
-            .map(|kinds| json!(*kinds))
+            .map(|kinds| {
+                kinds
+                    .iter()
+                    .map(|(kind, count)| (kind.clone(), *count))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -552,48 +561,49 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
+/// The name clap gives a value on the command line, which the report uses too.
+fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
+}
+
 /// The human summary, on stderr (stdout has the JSON line).
-fn summary(report: &serde_json::Value) {
-    let number = |path: &[&str]| {
-        let mut value = report;
-        for key in path {
-            value = &value[*key];
-        }
-        value.as_f64()
-    };
+fn summary(report: &RunReport) {
     let show = |value: Option<f64>, unit: &str| {
         value.map_or("-".to_owned(), |value| format!("{value:.1}{unit}"))
     };
+    let ms = |us: Option<u64>| show(us.map(|us| us as f64 / 1000.0), " ms");
     eprintln!(
-        "{} over {}, {} connections, {} s",
-        report["scenario"],
-        report["protocol"],
-        report["connections"],
-        show(number(&["seconds"]), "")
+        "{} over {}, {} connections, {:.1} s",
+        report.scenario, report.protocol, report.connections, report.seconds
     );
     eprintln!(
-        "  acked {}/s, delivered {}/s; latency p50 {} p90 {} p99 {} max {}",
-        show(number(&["ackedPerSecond"]), ""),
-        show(number(&["deliveredPerSecond"]), ""),
-        show(number(&["latencyUs", "p50"]).map(|us| us / 1000.0), " ms"),
-        show(number(&["latencyUs", "p90"]).map(|us| us / 1000.0), " ms"),
-        show(number(&["latencyUs", "p99"]).map(|us| us / 1000.0), " ms"),
-        show(number(&["latencyUs", "max"]).map(|us| us / 1000.0), " ms"),
+        "  acked {:.1}/s, delivered {:.1}/s; latency p50 {} p90 {} p99 {} max {}",
+        report.acked_per_second,
+        report.delivered_per_second,
+        ms(report.latency_us.p50),
+        ms(report.latency_us.p90),
+        ms(report.latency_us.p99),
+        ms(report.latency_us.max),
     );
     eprintln!(
         "  lost {}, duplicated {}, out of order {}, refused {}, connection errors {}",
-        report["lost"],
-        report["duplicated"],
-        report["outOfOrder"],
-        report["refused"],
-        report["connectionErrors"]
+        report.lost,
+        report.duplicated,
+        report.out_of_order,
+        report.refused,
+        report.connection_errors
     );
-    if report["serverCpuSeconds"].is_number() {
+    if report.server_cpu_seconds.is_some() {
         eprintln!(
             "  server: {} µs CPU per delivery, {} KiB RSS ({} KiB per connection)",
-            show(number(&["serverCpuUsPerDelivery"]), ""),
-            report["serverRssKiB"],
-            show(number(&["serverRssKiBPerConnection"]), ""),
+            show(report.server_cpu_us_per_delivery, ""),
+            report
+                .server_rss_kib
+                .map_or("-".to_owned(), |kib| kib.to_string()),
+            show(report.server_rss_kib_per_connection, ""),
         );
     }
 }

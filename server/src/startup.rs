@@ -151,6 +151,9 @@ impl Application {
                 .configure(crate::routes::configure)
                 .default_service(web::to(not_found))
         })
+        // Acks and events are small writes that must leave at once: with Nagle's
+        // algorithm a write waits for the client's delayed ACK (40 ms on Linux).
+        .tcp_nodelay(true)
         .listen(listener)?
         .disable_signals()
         .shutdown_timeout(10)

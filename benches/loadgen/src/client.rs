@@ -73,7 +73,9 @@ impl Connection {
             let bearer = HeaderValue::from_str(&format!("Bearer {token}"))?;
             request.headers_mut().insert("authorization", bearer);
         }
-        let (socket, _) = tokio_tungstenite::connect_async(request)
+        // No Nagle, as browsers and Node's sockets: a send must not wait for the ACK of
+        // the one before it.
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .context("websocket handshake")?;
         let (mut sink, mut reader) = socket.split();

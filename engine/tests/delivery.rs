@@ -132,6 +132,68 @@ async fn concurrent_senders_share_one_gap_free_order(store: TestStore) {
     assert!(!page.has_more);
 }
 
+/// A commit whose answer never comes back in time (the server gave up waiting; the
+/// database committed anyway) is still published to members, in order, exactly once.
+#[actix_rt::test]
+async fn a_commit_stored_after_its_timeout_still_reaches_members() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let Some(database) = courier_test_db::TestDatabase::new(common::Backend::Postgres).await else {
+        return;
+    };
+    let url = database.url().to_owned();
+    let store = TestStore::configured(database, |config| {
+        config.query_timeout = Duration::from_millis(400);
+    })
+    .await
+    .unwrap();
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut watcher = TestClient::connect(&engine, bob).await;
+
+    // A deferred trigger makes COMMIT itself take 1.5 s: the store gives up after 0.4 s,
+    // while PostgreSQL goes on and commits.
+    let mut admin = AsyncPgConnection::establish(&url).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON messages
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let lost_answer = engine
+        .send_message(ann, send(conversation, "k-1", "first"))
+        .await;
+    assert!(
+        matches!(lost_answer, Err(EngineError::Unavailable(_))),
+        "{lost_answer:?}"
+    );
+    // Waits for the slow commit's lock on the table, so it returns once it committed.
+    admin
+        .batch_execute("DROP TRIGGER slow_commit ON messages")
+        .await
+        .unwrap();
+
+    // No new send is needed for the stored message to go out.
+    let first = watcher.next_message().await;
+    assert_eq!((first.seq, first.body.as_deref()), (Seq(1), Some("first")));
+    let (retried, created) = engine
+        .send_message(ann, send(conversation, "k-1", "first"))
+        .await
+        .unwrap();
+    assert!(!created, "the retry finds the stored message");
+    assert_eq!(retried.id, first.id);
+    let (second, _) = engine
+        .send_message(ann, send(conversation, "k-2", "second"))
+        .await
+        .unwrap();
+    assert_eq!(watcher.next_message().await.id, second.id);
+    assert_eq!(second.seq, Seq(2));
+    watcher.assert_none(QUIET, is_message).await;
+}
+
 async fn retried_sends_return_the_first_result(store: TestStore) {
     let engine = store.engine(Limits::default());
     let (ann, bob) = (store.user("ann").await, store.user("bob").await);

@@ -15,7 +15,7 @@ use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
 use crate::protocol::{
     MemberRole, MembershipChanged, Message, ReceiptAdvanced, ServerEvent, TypingChanged,
 };
-use crate::store::{AppendOutcome, NewMessage, Watermark};
+use crate::store::{AppendOutcome, NewMessage, Store, Watermark};
 
 /// How long an actor for a conversation that does not exist lingers: long enough to
 /// answer a burst of requests for it, short enough that probing ids costs no memory.
@@ -67,8 +67,40 @@ pub(crate) struct ConversationActor {
     /// The highest seq pushed to members, to push a stored message whose first commit's
     /// answer was lost (its retry comes back as "existing").
     published_seq: Seq,
+    /// A commit failed without a definite answer (a timeout, a dropped connection): it
+    /// may have stored messages that members have not heard of. They are read back and
+    /// published before anything newer.
+    unsure: bool,
     typing: HashMap<UserId, SpawnHandle>,
     last_activity: Instant,
+}
+
+/// How soon after an unanswered commit the conversation reads back what it stored, when
+/// no new send does it sooner.
+const CATCH_UP_AFTER: Duration = Duration::from_millis(500);
+/// Messages read back per query when catching up.
+const CATCH_UP_PAGE: usize = 256;
+
+/// Every message of `conversation` stored after `after`, in seq order.
+async fn stored_after(
+    store: &dyn Store,
+    conversation: ConversationId,
+    mut after: Seq,
+) -> Result<Vec<Message>, StoreError> {
+    let mut stored = Vec::new();
+    loop {
+        let page = store
+            .settled_messages_after(conversation, after, CATCH_UP_PAGE)
+            .await?;
+        let full = page.len() == CATCH_UP_PAGE;
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        stored.extend(page);
+        if !full {
+            return Ok(stored);
+        }
+    }
 }
 
 impl ConversationActor {
@@ -80,6 +112,7 @@ impl ConversationActor {
             queued: Vec::new(),
             committing: false,
             published_seq: Seq(0),
+            unsure: false,
             typing: HashMap::new(),
             last_activity: Instant::now(),
         }
@@ -120,7 +153,7 @@ impl ConversationActor {
     /// Starts a group commit of everything queued, unless one is running: the sends that
     /// arrive meanwhile queue up and go together in the next transaction.
     fn commit_queued(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.queued.is_empty() {
+        if self.committing || (self.queued.is_empty() && !self.unsure) {
             return;
         }
         let take = self
@@ -134,15 +167,70 @@ impl ConversationActor {
         self.committing = true;
         let size = sends.len();
         let started = Instant::now();
-        let commit = async move { store.append_messages(id, sends).await };
-        ctx.spawn(commit.into_actor(self).map(move |result, actor, ctx| {
-            actor.committing = false;
-            if let Some(observer) = &actor.core.observer {
-                observer.commit_finished(size, started.elapsed(), result.is_ok());
-            }
-            actor.settle(ctx, batch, result);
-            actor.commit_queued(ctx);
-        }));
+        let catch_up_after = self.unsure.then_some(self.published_seq);
+        let commit = async move {
+            // What an unanswered commit stored goes out before anything newer, so the
+            // new batch waits for it: members must see seqs in order.
+            let missed = match catch_up_after {
+                Some(after) => match stored_after(&*store, id, after).await {
+                    Ok(missed) => Some(missed),
+                    Err(error) => return (None, Err(error)),
+                },
+                None => None,
+            };
+            let outcomes = if sends.is_empty() {
+                Ok(Vec::new())
+            } else {
+                store.append_messages(id, sends).await
+            };
+            (missed, outcomes)
+        };
+        ctx.spawn(
+            commit
+                .into_actor(self)
+                .map(move |(missed, result), actor, ctx| {
+                    actor.committing = false;
+                    if let Some(observer) = &actor.core.observer
+                        && size > 0
+                    {
+                        observer.commit_finished(size, started.elapsed(), result.is_ok());
+                    }
+                    if let Some(missed) = missed {
+                        actor.unsure = false;
+                        for message in missed {
+                            actor.publish_stored(message);
+                        }
+                    }
+                    let failed = result.is_err();
+                    if catch_up_after.is_some()
+                        && actor.unsure
+                        && let Err(error) = &result
+                    {
+                        // The store did not answer the read-back: sends queued meanwhile
+                        // would wait for another before failing the same way: fail them now.
+                        for pending in actor.queued.drain(..) {
+                            let _ = pending.reply.send(Err(commit_error(error, actor.id)));
+                        }
+                    }
+                    actor.settle(ctx, batch, result);
+                    if failed || actor.unsure {
+                        ctx.run_later(CATCH_UP_AFTER, |actor, ctx| actor.commit_queued(ctx));
+                    }
+                    actor.commit_queued(ctx);
+                }),
+        );
+    }
+
+    /// Publishes a stored message members have not been sent yet.
+    fn publish_stored(&mut self, message: Message) {
+        if message.seq <= self.published_seq {
+            return;
+        }
+        if let State::Ready(roster) = &mut self.state {
+            roster.last_seq = roster.last_seq.max(message.seq);
+        }
+        self.published_seq = message.seq;
+        self.publish(ServerEvent::MessageReceived(message), None);
     }
 
     /// Fans out what was stored, then acks each send: the ack follows the commit.
@@ -156,6 +244,9 @@ impl ConversationActor {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 tracing::warn!(%error, conversation = %self.id, sends = batch.len(), "group commit failed");
+                // Only a refusal is a definite "nothing stored"; after anything else the
+                // commit may have landed.
+                self.unsure |= !matches!(error, StoreError::NotFound);
                 for pending in batch {
                     let _ = pending.reply.send(Err(commit_error(&error, self.id)));
                 }
@@ -178,11 +269,8 @@ impl ConversationActor {
                 }
                 AppendOutcome::Existing(message) => {
                     // Committed by an earlier attempt whose answer was lost (a connection
-                    // dropped after COMMIT): members have not heard of it yet.
-                    if message.seq > self.published_seq {
-                        self.published_seq = message.seq;
-                        self.publish(ServerEvent::MessageReceived(message.clone()), None);
-                    }
+                    // dropped after COMMIT): members may not have heard of it yet.
+                    self.publish_stored(message.clone());
                     Ok(Posted {
                         message,
                         created: false,
@@ -246,7 +334,7 @@ impl ConversationActor {
     }
 
     fn idle(&self) -> bool {
-        !self.committing && self.queued.is_empty() && self.typing.is_empty()
+        !self.committing && !self.unsure && self.queued.is_empty() && self.typing.is_empty()
     }
 }
 

@@ -257,6 +257,7 @@ impl EventFrame {
     /// A frame from an event's JSON (`{"type":"<name>","data":…}`) and what is known of
     /// it, as it arrives from another node: nothing is parsed again, only its UTF-8 is
     /// checked, once for all recipients.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn from_json(
         name: &'static str,
         conversation_id: Option<ConversationId>,

@@ -168,6 +168,21 @@ macro_rules! with_conn {
     }};
 }
 
+/// Up to `limit` rows of `conversation` with seq after `after`, in seq order.
+macro_rules! load_messages_after {
+    ($conn:expr, $conversation:expr, $after:expr, $limit:expr) => {{
+        let rows: Vec<MessageRow> = messages::table
+            .filter(messages::conversation_id.eq($conversation.0))
+            .filter(messages::seq.gt($after.0))
+            .order(messages::seq.asc())
+            .limit($limit)
+            .select(MessageRow::as_select())
+            .load($conn)
+            .await?;
+        rows
+    }};
+}
+
 /// Loads the messages that `$rows` reply to and turns the rows into [`Message`]s.
 macro_rules! with_replies {
     ($conn:expr, $rows:expr) => {{
@@ -1045,15 +1060,30 @@ impl MessageStore for DieselStore {
     ) -> Result<Vec<Message>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         with_conn!(self, reader, |conn| {
-            let rows: Vec<MessageRow> = messages::table
-                .filter(messages::conversation_id.eq(conversation.0))
-                .filter(messages::seq.gt(after.0))
-                .order(messages::seq.asc())
-                .limit(limit)
-                .select(MessageRow::as_select())
-                .load(conn)
-                .await?;
+            let rows = load_messages_after!(conn, conversation, after, limit);
             with_replies!(conn, rows)
+        })
+    }
+
+    async fn settled_messages_after(
+        &self,
+        conversation: ConversationId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        with_conn!(self, writer, |conn| {
+            conn.transaction(async |c| {
+                // The conversation row lock that every commit takes first: a commit still
+                // running (its caller gave up waiting) finishes before this reads.
+                diesel::update(conversations::table.find(conversation.0))
+                    .set(conversations::last_seq.eq(conversations::last_seq))
+                    .execute(c)
+                    .await?;
+                let rows = load_messages_after!(c, conversation, after, limit);
+                with_replies!(c, rows)
+            })
+            .await
         })
     }
 

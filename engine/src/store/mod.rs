@@ -154,6 +154,14 @@ pub trait MessageStore: Send + Sync {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
+    /// As [`MessageStore::messages_after`], once every commit on the conversation still
+    /// running has finished: what a commit whose answer was lost stored is then seen.
+    async fn settled_messages_after(
+        &self,
+        conversation: ConversationId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
     /// Up to `limit` messages with seq less than `before`, the newest of them, in seq order.
     async fn messages_before(
         &self,

@@ -32,10 +32,18 @@ impl TestStore {
 
     /// Opens (and migrates) a store on `database`.
     pub async fn on(database: TestDatabase) -> Option<Self> {
+        Self::configured(database, |_| {}).await
+    }
+
+    /// Opens (and migrates) a store on `database` with settings of the test's own.
+    pub async fn configured(
+        database: TestDatabase,
+        configure: impl FnOnce(&mut StoreConfig),
+    ) -> Option<Self> {
         let url = database.url().to_owned();
-        let store = DieselStore::connect(StoreConfig::new(url.clone()))
-            .await
-            .expect("open store");
+        let mut config = StoreConfig::new(url.clone());
+        configure(&mut config);
+        let store = DieselStore::connect(config).await.expect("open store");
         Some(Self {
             store: Arc::new(store),
             url,

@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(due[0].1, Beat::Ping);
         due.clear();
         table.collect_due(now + Duration::from_secs(30), &mut due);
-        assert!(due.is_empty(), "the next ping is an interval after the last");
+        assert!(
+            due.is_empty(),
+            "the next ping is an interval after the last"
+        );
 
         let expires_at = courier_engine::Timestamp::now().as_millis() / 1000 + 60;
         table.expire_at(&key, expires_at);

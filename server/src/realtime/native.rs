@@ -13,8 +13,8 @@ use std::sync::Arc;
 use governor::DefaultDirectRateLimiter;
 
 use super::DecodedFrames;
-use super::heartbeat::{Beat, HeartbeatKey};
 use super::dispatch::{self, Dispatcher, Inbound, codes};
+use super::heartbeat::{Beat, HeartbeatKey};
 use crate::auth;
 use crate::error::ApiError;
 use crate::startup::SocketSettings;

@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::connection::{self, Connection, SocketIoActor};
-use crate::realtime::heartbeat::Beat;
 use super::websocket::{EndSocket, ToClient, UpgradingSocket};
+use crate::realtime::heartbeat::Beat;
 
 /// The record separator between packets of one polling payload.
 pub(super) const SEPARATOR: char = '\u{1e}';

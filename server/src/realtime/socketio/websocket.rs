@@ -11,10 +11,10 @@ use bytestring::ByteString;
 use courier_engine::{Engine, Outbound};
 
 use super::connection::{self, Connection, SocketIoActor};
-use crate::realtime::heartbeat::Beat;
 use super::polling::{FromClient, PollingIo, Probed, SocketGone, Upgraded};
 use crate::auth::Tokens;
 use crate::realtime::dispatch::Dispatcher;
+use crate::realtime::heartbeat::Beat;
 use crate::realtime::{DecodedFrames, close_with as close, read_frame, start_socket};
 use crate::startup::SocketSettings;
 

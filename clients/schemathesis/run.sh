@@ -144,16 +144,17 @@ EOF
 # - negative_data_rejection: 413 is added to the answers that count as refusing invalid
 #   input. A schema-violating body larger than max_json_body_bytes is refused before it
 #   is parsed, with the documented 413.
-# - positive_data_acceptance, on two operations only: 422 counts as a right answer. Their
-#   bodies refer to stored state the schema cannot describe: `replyToId` must name a
-#   message of the same conversation, and `seq` in a read receipt must not lie beyond the
-#   conversation's last message. Both are documented 422s, pinned by the API tests.
+# - positive_data_acceptance, on three operations only: 422 counts as a right answer.
+#   Their bodies refer to stored state the schema cannot describe: `replyToId` must name a
+#   message of the same conversation, `seq` in a read receipt must not lie beyond the
+#   conversation's last message, and a direct conversation's `peerId` must be another
+#   user than the caller. All are documented 422s, pinned by the API tests.
 cat >"$work/schemathesis.toml" <<'EOF'
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5xx"]
 
 [[operations]]
-include-name = ["POST /api/v1/conversations/{id}/messages", "POST /api/v1/conversations/{id}/read"]
+include-name = ["POST /api/v1/conversations", "POST /api/v1/conversations/{id}/messages", "POST /api/v1/conversations/{id}/read"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", 401, 403, 404, 409, 422, 429, "5xx"]
 EOF
 

@@ -16,7 +16,9 @@ seconds="${1:-30}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-for target in $(cargo fuzz list); do
+# Listed first: a failure inside `for ... in $(...)` would not stop the script.
+targets=$(cargo fuzz list)
+for target in $targets; do
   mkdir -p "corpus/$target" "seeds/$target"
   if [ "${FUZZ_KEEP_CORPUS:-0}" = 1 ]; then
     into="corpus/$target"

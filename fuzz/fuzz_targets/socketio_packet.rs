@@ -112,8 +112,8 @@ fn check_writers(name: &str, args: &[Value], ack: Option<u64>) {
     let body: Value = serde_json::from_str(&refused[1..]).expect("CONNECT_ERROR is JSON");
     assert_eq!(body, json!({ "message": name }));
     // Pushed events: the server's own event names, the data already serialised.
-    let data = serde_json::to_vec(&payload).expect("serialises");
-    let written = String::from_utf8(packet::event("message:received", &data)).expect("UTF-8");
+    let data = serde_json::to_string(&payload).expect("serialises");
+    let written = packet::event("message:received", &data);
     match SocketPacket::parse(&message_of(&written)) {
         Ok(SocketPacket::Event {
             name,

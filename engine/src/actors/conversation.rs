@@ -195,25 +195,26 @@ impl ConversationActor {
                     {
                         observer.commit_finished(size, started.elapsed(), result.is_ok());
                     }
-                    if let Some(missed) = missed {
-                        actor.unsure = false;
-                        for message in missed {
-                            actor.publish_stored(message);
+                    match missed {
+                        Some(missed) => {
+                            actor.unsure = false;
+                            for message in missed {
+                                actor.publish_stored(message);
+                            }
                         }
-                    }
-                    let failed = result.is_err();
-                    if catch_up_after.is_some()
-                        && actor.unsure
-                        && let Err(error) = &result
-                    {
                         // The store did not answer the read-back: sends queued meanwhile
                         // would wait for another before failing the same way: fail them now.
-                        for pending in actor.queued.drain(..) {
-                            let _ = pending.reply.send(Err(commit_error(error, actor.id)));
+                        None if catch_up_after.is_some() => {
+                            if let Err(error) = &result {
+                                for pending in actor.queued.drain(..) {
+                                    let _ = pending.reply.send(Err(commit_error(error, actor.id)));
+                                }
+                            }
                         }
+                        None => {}
                     }
                     actor.settle(ctx, batch, result);
-                    if failed || actor.unsure {
+                    if actor.unsure {
                         ctx.run_later(CATCH_UP_AFTER, |actor, ctx| actor.commit_queued(ctx));
                     }
                     actor.commit_queued(ctx);
@@ -256,12 +257,8 @@ impl ConversationActor {
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
             let reply = match outcome {
                 AppendOutcome::Created(message) => {
-                    if let State::Ready(roster) = &mut self.state {
-                        roster.last_seq = roster.last_seq.max(message.seq);
-                    }
                     self.stop_typing(ctx, message.sender_id);
-                    self.published_seq = self.published_seq.max(message.seq);
-                    self.publish(ServerEvent::MessageReceived(message.clone()), None);
+                    self.publish_stored(message.clone());
                     Ok(Posted {
                         message,
                         created: true,

@@ -247,10 +247,10 @@ struct EncodedEvent {
     /// Text, so that a WebSocket transport writes it as a text frame without checking
     /// its UTF-8 again for every recipient.
     json: ByteString,
-    data: Bytes,
+    data: ByteString,
     /// A second transport's framing of the same event, built by the first recipient on
     /// that transport and shared by the rest.
-    alternate: std::sync::OnceLock<Bytes>,
+    alternate: std::sync::OnceLock<ByteString>,
 }
 
 impl EventFrame {
@@ -277,11 +277,9 @@ impl EventFrame {
         // The data's bytes are a slice of the same buffer, so a transport with another
         // framing (Socket.IO) shares the serialisation too.
         let prefix = "{\"type\":\"".len() + name.len() + "\",\"data\":".len();
-        let bytes = json.as_bytes();
-        let data = if bytes.len() > prefix {
-            bytes.slice(prefix..bytes.len() - 1)
-        } else {
-            Bytes::from_static(b"null")
+        let data = match json.get(prefix..json.len().saturating_sub(1)) {
+            Some(data) if !data.is_empty() => json.slice_ref(data),
+            _ => ByteString::from_static("null"),
         };
         EventFrame(Arc::new(EncodedEvent {
             name,
@@ -296,10 +294,10 @@ impl EventFrame {
     /// The event as another transport frames it (Socket.IO's `42["name",data]`), built once
     /// per event by `frame` and shared by every recipient on that transport. One alternate
     /// framing is kept: every caller must pass the same `frame`.
-    pub fn alternate(&self, frame: impl FnOnce(&str, &[u8]) -> Bytes) -> &Bytes {
+    pub fn alternate(&self, frame: impl FnOnce(&str, &str) -> String) -> &ByteString {
         self.0
             .alternate
-            .get_or_init(|| frame(self.0.name, &self.0.data))
+            .get_or_init(|| ByteString::from(frame(self.0.name, &self.0.data)))
     }
 
     /// The wire name (`"message:received"`...).
@@ -319,7 +317,7 @@ impl EventFrame {
 
     /// The `data` part alone, for transports that frame the name separately.
     pub fn data(&self) -> &Bytes {
-        &self.0.data
+        self.0.data.as_bytes()
     }
 
     /// May be dropped under back-pressure (typing, presence).
@@ -425,15 +423,15 @@ mod tests {
         let frame = sample_events()[0].encode();
         let copy = frame.clone();
         let built = std::cell::Cell::new(0);
-        let make = |name: &str, data: &[u8]| {
+        let make = |name: &str, data: &str| {
             built.set(built.get() + 1);
-            Bytes::from([name.as_bytes(), b"|", data].concat())
+            format!("{name}|{data}")
         };
         let first = frame.alternate(make).clone();
         let second = copy.alternate(make).clone();
         assert_eq!(built.get(), 1);
         assert_eq!(first, second);
-        assert!(first.starts_with(b"message:received|{"));
+        assert!(first.starts_with("message:received|{"));
     }
 
     #[test]

@@ -168,6 +168,17 @@ macro_rules! with_conn {
     }};
 }
 
+/// Takes the conversation row's write lock for the rest of the transaction; the number of
+/// rows locked (0 when the conversation does not exist).
+macro_rules! lock_conversation {
+    ($conn:expr, $conversation:expr) => {
+        diesel::update(conversations::table.find($conversation))
+            .set(conversations::last_seq.eq(conversations::last_seq))
+            .execute($conn)
+            .await?
+    };
+}
+
 /// Up to `limit` rows of `conversation` with seq after `after`, in seq order.
 macro_rules! load_messages_after {
     ($conn:expr, $conversation:expr, $after:expr, $limit:expr) => {{
@@ -977,10 +988,7 @@ impl MessageStore for DieselStore {
                     .transaction(async |c| {
                         // Lock the conversation row first: commits for one conversation then run
                         // one after the other, so the replay check below sees every earlier one.
-                        let locked = diesel::update(conversations::table.find(conv))
-                            .set(conversations::last_seq.eq(conversations::last_seq))
-                            .execute(c)
-                            .await?;
+                        let locked = lock_conversation!(c, conv);
                         if locked == 0 {
                             return Err(StoreError::NotFound);
                         }
@@ -1076,10 +1084,7 @@ impl MessageStore for DieselStore {
             conn.transaction(async |c| {
                 // The conversation row lock that every commit takes first: a commit still
                 // running (its caller gave up waiting) finishes before this reads.
-                diesel::update(conversations::table.find(conversation.0))
-                    .set(conversations::last_seq.eq(conversations::last_seq))
-                    .execute(c)
-                    .await?;
+                lock_conversation!(c, conversation.0);
                 let rows = load_messages_after!(c, conversation, after, limit);
                 with_replies!(c, rows)
             })

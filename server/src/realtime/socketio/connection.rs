@@ -109,8 +109,7 @@ fn refuse<A: SocketIoActor>(
     }
     let text = match ack {
         Some(id) => packet::ack(id, &body),
-        None => String::from_utf8(packet::event("error", body.to_string().as_bytes()))
-            .unwrap_or_default(),
+        None => packet::event("error", &body.to_string()),
     };
     actor.write(ctx, text);
 }
@@ -355,9 +354,5 @@ impl Connection {
 
 /// The event's Socket.IO packet, framed once per event and shared by its recipients.
 fn event_packet(frame: &EventFrame) -> ByteString {
-    let bytes = frame.alternate(packet::event_bytes);
-    ByteString::try_from(bytes.clone()).unwrap_or_else(|_| {
-        tracing::error!(event = frame.name(), "event is not UTF-8");
-        ByteString::new()
-    })
+    frame.alternate(packet::event).clone()
 }

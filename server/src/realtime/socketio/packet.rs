@@ -179,18 +179,14 @@ pub fn ack(id: u64, payload: &Value) -> String {
 }
 
 /// `42["name", data]` from an event name and its already-serialised data.
-pub fn event_bytes(name: &str, data: &[u8]) -> bytes::Bytes {
-    bytes::Bytes::from(event(name, data))
-}
-
 /// `42["name", data]` from an event name and its already-serialised data.
-pub fn event(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(name.len() + data.len() + 8);
-    out.extend_from_slice(b"42[\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\",");
-    out.extend_from_slice(data);
-    out.push(b']');
+pub fn event(name: &str, data: &str) -> String {
+    let mut out = String::with_capacity(name.len() + data.len() + 8);
+    out.push_str("42[\"");
+    out.push_str(name);
+    out.push_str("\",");
+    out.push_str(data);
+    out.push(']');
     out
 }
 
@@ -301,8 +297,8 @@ mod tests {
         assert_eq!(connect_error("bad token"), "44{\"message\":\"bad token\"}");
         assert_eq!(ack(7, &json!({"ok": true})), "437[{\"ok\":true}]");
         assert_eq!(
-            event("message:received", b"{\"id\":1}"),
-            b"42[\"message:received\",{\"id\":1}]"
+            event("message:received", "{\"id\":1}"),
+            "42[\"message:received\",{\"id\":1}]"
         );
     }
 }

@@ -119,8 +119,7 @@ where
         "error": crate::realtime::dispatch::codes::UNSUPPORTED_FRAME,
         "message": "binary attachments are not supported: send JSON",
     });
-    let packet = super::packet::event("error", body.to_string().as_bytes());
-    ctx.text(String::from_utf8(packet).unwrap_or_default());
+    ctx.text(super::packet::event("error", &body.to_string()));
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WebSocketIo {

@@ -33,8 +33,13 @@ impl Actor for Receiver {
 impl Handler<Outbound> for Receiver {
     type Result = ();
 
-    fn handle(&mut self, _msg: Outbound, _ctx: &mut Self::Context) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+    fn handle(&mut self, msg: Outbound, _ctx: &mut Self::Context) {
+        let Outbound::Events(pending) = msg else {
+            return;
+        };
+        let events = pending.take().len();
+        pending.queue().written(events);
+        if events > 0 && self.remaining.fetch_sub(events, Ordering::AcqRel) == events {
             self.done.notify_one();
         }
     }

@@ -24,17 +24,23 @@ impl Handler<Outbound> for Printer {
     type Result = ();
 
     fn handle(&mut self, msg: Outbound, _ctx: &mut Self::Context) {
-        if let Outbound::Event(frame) = msg
-            && let Ok(ServerEvent::MessageReceived(message)) = frame.decode()
-        {
-            println!(
-                "  {} <- #{} from user {}: {}",
-                self.name,
-                message.seq,
-                message.sender_id,
-                message.body.unwrap_or_default()
-            );
+        let Outbound::Events(pending) = msg else {
+            return;
+        };
+        let events = pending.take();
+        for frame in &events {
+            if let Ok(ServerEvent::MessageReceived(message)) = frame.decode() {
+                println!(
+                    "  {} <- #{} from user {}: {}",
+                    self.name,
+                    message.seq,
+                    message.sender_id,
+                    message.body.unwrap_or_default()
+                );
+            }
         }
+        // Reported, so the session's queue never counts them as waiting.
+        pending.queue().written(events.len());
     }
 }
 

@@ -6,15 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestClient, TestStore, quick_limits, send};
+use common::{Pushed, TestClient, TestStore, quick_limits, send};
 use courier_engine::protocol::{
     CallSignal, ClientCommand, ConversationRef, PresenceStatus, Reply, SendMessage, ServerEvent,
     StatusUpdate, SyncRequest,
 };
 use courier_engine::store::Watermark;
 use courier_engine::{
-    CloseReason, ConversationId, CreateConversation, EngineError, HistoryPage, Limits, Outbound,
-    Seq, UserId,
+    CloseReason, ConversationId, CreateConversation, EngineError, HistoryPage, Limits, Seq, UserId,
 };
 use futures_util::future::join_all;
 
@@ -55,6 +54,7 @@ on_both_stores!(
     calls_are_relayed_between_contacts_only,
     conversations_and_membership,
     one_serialisation_is_shared_by_all_recipients,
+    a_burst_reaches_a_session_in_one_wake_up_in_order,
     group_commit_settles_every_send_of_a_batch,
     idle_conversations_stop_and_restart_on_demand,
     racing_direct_conversations_resolve_to_one,
@@ -710,12 +710,12 @@ async fn slow_consumers_lose_typing_first_then_are_closed(store: TestStore) {
     let mut delivered = Vec::new();
     while let Some(item) = stuck.take_raw() {
         match item {
-            Outbound::Event(frame) => {
+            Pushed::Event(frame) => {
                 if let Ok(ServerEvent::MessageReceived(m)) = frame.decode() {
                     delivered.push(m.seq.0);
                 }
             }
-            Outbound::Close(reason) => {
+            Pushed::Close(reason) => {
                 assert_eq!(reason, CloseReason::SlowConsumer);
                 assert_eq!(reason.close_code(), 4008);
                 closed = true;
@@ -955,6 +955,81 @@ async fn conversations_and_membership(store: TestStore) {
     assert_eq!(listed.len(), 2);
 }
 
+/// A transport that records each wake-up's events and reports them written.
+struct Recorder {
+    taken: tokio::sync::mpsc::UnboundedSender<Vec<courier_engine::protocol::EventFrame>>,
+}
+
+impl actix::Actor for Recorder {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<courier_engine::Outbound> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: courier_engine::Outbound, _ctx: &mut Self::Context) {
+        if let courier_engine::Outbound::Events(pending) = msg {
+            let events = pending.take();
+            pending.queue().written(events.len());
+            let _ = self.taken.send(events);
+        }
+    }
+}
+
+async fn a_burst_reaches_a_session_in_one_wake_up_in_order(store: TestStore) {
+    use actix::Actor as _;
+    let engine = store.engine(Limits::default());
+    let bob = store.user("bob").await;
+    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder { taken }.start();
+    let session = engine.connect(bob, recorder.recipient()).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    while wake_ups.try_recv().is_ok() {}
+
+    // Published with no await in between, so the session's actor cannot run meanwhile
+    // (the test runs on one thread): all five wait in its queue for one wake-up.
+    let audience = courier_engine::bus::Audience::Users(vec![bob].into());
+    for n in 1..=5 {
+        let event = ServerEvent::TypingStarted(courier_engine::protocol::TypingChanged {
+            conversation_id: ConversationId(n),
+            user_id: bob,
+        });
+        engine.publish(audience.clone(), &event);
+    }
+    assert_eq!(session.queue().pending(), 5);
+    let burst = tokio::time::timeout(common::WAIT, wake_ups.recv())
+        .await
+        .expect("a wake-up")
+        .expect("recorder alive");
+    let conversations: Vec<_> = burst
+        .iter()
+        .map(|frame| frame.conversation_id().map(|id| id.0))
+        .collect();
+    assert_eq!(
+        conversations,
+        [1, 2, 3, 4, 5].map(Some),
+        "all of them, in order"
+    );
+    assert_eq!(session.queue().pending(), 0, "reported written");
+    let more = tokio::time::timeout(QUIET, wake_ups.recv()).await;
+    assert!(more.is_err(), "no second wake-up: {more:?}");
+
+    // The next event after a take wakes the actor again.
+    engine.publish(
+        audience,
+        &ServerEvent::TypingStopped(courier_engine::protocol::TypingChanged {
+            conversation_id: ConversationId(6),
+            user_id: bob,
+        }),
+    );
+    let next = tokio::time::timeout(common::WAIT, wake_ups.recv())
+        .await
+        .expect("a second wake-up")
+        .expect("recorder alive");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].name(), "typing:stopped");
+}
+
 async fn one_serialisation_is_shared_by_all_recipients(store: TestStore) {
     let engine = store.engine(Limits::default());
     let (ann, bob) = (store.user("ann").await, store.user("bob").await);
@@ -968,9 +1043,9 @@ async fn one_serialisation_is_shared_by_all_recipients(store: TestStore) {
         .send_message(ann, send(conversation, "once", "shared"))
         .await
         .unwrap();
-    let frame = |item: Outbound| match item {
-        Outbound::Event(frame) => frame,
-        Outbound::Close(_) => panic!("closed"),
+    let frame = |item: Pushed| match item {
+        Pushed::Event(frame) => frame,
+        Pushed::Close(_) => panic!("closed"),
     };
     let a = frame(first.next_outbound().await);
     let b = frame(second.next_outbound().await);

@@ -1,20 +1,26 @@
 //! What the engine holds of one attached session: where to push, and how full its queue is.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use actix::{Message, Recipient};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::ids::{ConversationId, SessionId, UserId};
 use crate::protocol::EventFrame;
 
-/// What the engine pushes to a transport's actor.
+/// What the engine tells a transport's actor.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub enum Outbound {
-    /// An event to write to the client. Once written, call [`OutboundQueue::written`].
-    Event(EventFrame),
+    /// Events wait for the client: take them with [`PendingEvents::take`], and once they
+    /// are written, say so with [`OutboundQueue::written`].
+    ///
+    /// Sent when the session's queue goes from empty to not empty, so one mailbox message
+    /// carries every event pushed until the transport takes them: under load a transport
+    /// takes many events per message, and no event costs an envelope of its own.
+    Events(PendingEvents),
     /// The engine gave up on this session: close the connection with this reason.
     Close(CloseReason),
 }
@@ -48,13 +54,16 @@ impl CloseReason {
     }
 }
 
-/// The count of frames pushed to a session and not yet written by its transport.
+/// The events pushed to a session that its transport has not taken yet, and the count of
+/// those not yet written.
 ///
-/// The engine increments it for every event it pushes; the transport decrements it with
-/// [`OutboundQueue::written`] once a frame is on its way to the client. That count, not the
-/// actor mailbox (which `do_send` does not bound), is what back-pressure looks at.
+/// The engine increments the count for every event it pushes; the transport decrements it
+/// with [`OutboundQueue::written`] once events are on their way to the client. That count,
+/// not the actor mailbox (which `do_send` does not bound), is what back-pressure looks at.
 #[derive(Debug)]
 pub struct OutboundQueue {
+    /// Pushed and not taken, oldest first. Empty, it holds no allocation.
+    untaken: Mutex<Vec<EventFrame>>,
     pending: AtomicUsize,
     capacity: usize,
     overflowed: AtomicBool,
@@ -64,6 +73,7 @@ pub struct OutboundQueue {
 impl OutboundQueue {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
+            untaken: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             capacity: capacity.max(4),
             overflowed: AtomicBool::new(false),
@@ -71,12 +81,21 @@ impl OutboundQueue {
         }
     }
 
-    /// The transport wrote one frame.
-    pub fn written(&self) {
+    /// The transport wrote `count` events.
+    pub fn written(&self, count: usize) {
         // Saturating: a transport that reports more writes than pushes must not wrap.
         let _ = self
             .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(count))
+            });
+    }
+
+    /// Appends an event; `true` when the queue was empty, so the transport is to be told.
+    fn append(&self, frame: &EventFrame) -> bool {
+        let mut untaken = self.untaken.lock();
+        untaken.push(frame.clone());
+        untaken.len() == 1
     }
 
     /// Frames pushed and not yet written.
@@ -92,6 +111,23 @@ impl OutboundQueue {
     /// The session was closed as a slow consumer.
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Acquire)
+    }
+}
+
+/// The events waiting for one session, handed to its transport by [`Outbound::Events`].
+#[derive(Debug, Clone)]
+pub struct PendingEvents(Arc<SessionSink>);
+
+impl PendingEvents {
+    /// Every event pushed and not taken yet, oldest first (empty when an earlier call took
+    /// them already).
+    pub fn take(&self) -> Vec<EventFrame> {
+        std::mem::take(&mut *self.0.queue.untaken.lock())
+    }
+
+    /// The session's queue, to report what was written.
+    pub fn queue(&self) -> &OutboundQueue {
+        &self.0.queue
     }
 }
 
@@ -136,7 +172,7 @@ impl SessionSink {
     /// Pushes an event, applying the slow-consumer policy: ephemeral events are dropped
     /// once the queue is three quarters full; a reliable event that would overflow it
     /// closes the session instead of being dropped silently.
-    pub(crate) fn push(&self, frame: &EventFrame) {
+    pub(crate) fn push(self: &Arc<Self>, frame: &EventFrame) {
         let queue = &self.queue;
         if queue.overflowed.load(Ordering::Acquire) {
             return;
@@ -149,12 +185,12 @@ impl SessionSink {
         }
         let pending = queue.pending.fetch_add(1, Ordering::AcqRel) + 1;
         if frame.is_ephemeral() && pending > queue.capacity / 4 * 3 {
-            queue.written();
+            queue.written(1);
             queue.dropped_ephemeral.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if pending > queue.capacity {
-            queue.written();
+            queue.written(1);
             if !queue.overflowed.swap(true, Ordering::AcqRel) {
                 tracing::warn!(session = %self.id, user = %self.user, "closing slow consumer");
                 self.recipient
@@ -165,7 +201,10 @@ impl SessionSink {
             }
             return;
         }
-        self.recipient.do_send(Outbound::Event(frame.clone()));
+        if queue.append(frame) {
+            self.recipient
+                .do_send(Outbound::Events(PendingEvents(Arc::clone(self))));
+        }
     }
 
     pub(crate) fn close(&self, reason: CloseReason) {

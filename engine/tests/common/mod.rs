@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use courier_engine::protocol::EventFrame;
 use courier_engine::protocol::{Message, SendMessage, ServerEvent};
 use courier_engine::store::{DieselStore, NewUser, Store, StoreConfig, UserStore};
-use courier_engine::{ConversationId, Engine, Limits, Outbound, Session, Timestamp, UserId};
+use courier_engine::{
+    CloseReason, ConversationId, Engine, Limits, Outbound, Session, Timestamp, UserId,
+};
 use tokio::sync::mpsc;
 
 pub use courier_test_db::Backend;
@@ -84,9 +87,17 @@ pub fn quick_limits() -> Limits {
     }
 }
 
-/// Forwards what the engine pushes into a channel the test reads.
+/// What a test client was pushed: the engine's [`Outbound`], one event at a time.
+#[derive(Debug)]
+pub enum Pushed {
+    Event(EventFrame),
+    Close(CloseReason),
+}
+
+/// Forwards what the engine pushes into a channel the test reads. It takes events from
+/// the session's queue but does not report them written: the test does, as it reads them.
 struct Probe {
-    events: mpsc::UnboundedSender<Outbound>,
+    events: mpsc::UnboundedSender<Pushed>,
 }
 
 impl Actor for Probe {
@@ -97,7 +108,16 @@ impl Handler<Outbound> for Probe {
     type Result = ();
 
     fn handle(&mut self, msg: Outbound, _ctx: &mut Self::Context) {
-        let _ = self.events.send(msg);
+        match msg {
+            Outbound::Events(pending) => {
+                for frame in pending.take() {
+                    let _ = self.events.send(Pushed::Event(frame));
+                }
+            }
+            Outbound::Close(reason) => {
+                let _ = self.events.send(Pushed::Close(reason));
+            }
+        }
     }
 }
 
@@ -105,7 +125,7 @@ impl Handler<Outbound> for Probe {
 pub struct TestClient {
     pub session: Session,
     pub user: UserId,
-    events: mpsc::UnboundedReceiver<Outbound>,
+    events: mpsc::UnboundedReceiver<Pushed>,
 }
 
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -126,13 +146,13 @@ impl TestClient {
     }
 
     /// The next outbound item, raw.
-    pub async fn next_outbound(&mut self) -> Outbound {
+    pub async fn next_outbound(&mut self) -> Pushed {
         let item = tokio::time::timeout(WAIT, self.events.recv())
             .await
             .expect("timed out waiting for an event")
             .expect("session channel closed");
-        if let Outbound::Event(_) = item {
-            self.session.queue().written();
+        if let Pushed::Event(_) = item {
+            self.session.queue().written(1);
         }
         item
     }
@@ -140,8 +160,8 @@ impl TestClient {
     /// The next event.
     pub async fn next(&mut self) -> ServerEvent {
         match self.next_outbound().await {
-            Outbound::Event(frame) => frame.decode().expect("decodable event"),
-            Outbound::Close(reason) => panic!("session closed: {reason:?}"),
+            Pushed::Event(frame) => frame.decode().expect("decodable event"),
+            Pushed::Close(reason) => panic!("session closed: {reason:?}"),
         }
     }
 
@@ -170,8 +190,8 @@ impl TestClient {
     pub async fn assert_none(&mut self, quiet: Duration, matching: impl Fn(&ServerEvent) -> bool) {
         let deadline = tokio::time::Instant::now() + quiet;
         while let Ok(Some(item)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
-            if let Outbound::Event(frame) = item {
-                self.session.queue().written();
+            if let Pushed::Event(frame) = item {
+                self.session.queue().written(1);
                 let event = frame.decode().expect("decodable event");
                 assert!(!matching(&event), "unexpected event: {event:?}");
             }
@@ -182,15 +202,15 @@ impl TestClient {
     pub fn drain(&mut self) -> Vec<ServerEvent> {
         let mut out = Vec::new();
         while let Ok(item) = self.events.try_recv() {
-            if let Outbound::Event(frame) = item {
-                self.session.queue().written();
+            if let Pushed::Event(frame) = item {
+                self.session.queue().written(1);
                 out.push(frame.decode().expect("decodable event"));
             }
         }
         out
     }
 
-    pub fn take_raw(&mut self) -> Option<Outbound> {
+    pub fn take_raw(&mut self) -> Option<Pushed> {
         self.events.try_recv().ok()
     }
 

@@ -54,7 +54,6 @@ pub async fn connect(
     let socket = |decoded| NativeSocket {
         user: caller.0,
         session: None,
-        written_before_attach: 0,
         last_heard: Instant::now(),
         token_expires_at: expires_at,
         heartbeat: None,
@@ -84,10 +83,6 @@ impl Handler<Attached> for NativeSocket {
     type Result = ();
 
     fn handle(&mut self, msg: Attached, _ctx: &mut Self::Context) {
-        for _ in 0..self.written_before_attach {
-            msg.session.queue().written();
-        }
-        self.written_before_attach = 0;
         self.session = Some(Rc::new(msg.session));
     }
 }
@@ -96,8 +91,6 @@ impl Handler<Attached> for NativeSocket {
 struct NativeSocket {
     user: UserId,
     session: Option<Rc<Session>>,
-    /// Frames written before [`Attached`] arrived, to report to the queue then.
-    written_before_attach: usize,
     last_heard: Instant,
     /// When the access token it was opened with expires (seconds since the epoch).
     token_expires_at: i64,
@@ -185,13 +178,14 @@ impl Handler<Outbound> for NativeSocket {
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
-            Outbound::Event(frame) => {
-                ctx.text(frame.text().clone());
-                match &self.session {
-                    Some(session) => session.queue().written(),
-                    None => self.written_before_attach += 1,
+            Outbound::Events(pending) => {
+                let events = pending.take();
+                for frame in &events {
+                    ctx.text(frame.text().clone());
                 }
-                self.dispatcher.metrics.events_delivered.inc();
+                pending.queue().written(events.len());
+                let delivered = events.len() as u64;
+                self.dispatcher.metrics.events_delivered.inc_by(delivered);
             }
             Outbound::Close(reason) => {
                 super::close_with(ctx, reason.close_code(), reason.as_str());

@@ -332,10 +332,18 @@ fn on_event<A>(
 /// Handles what the engine pushes: an event becomes `42["name", data]`.
 pub(super) fn on_outbound<A: SocketIoActor>(actor: &mut A, ctx: &mut A::Context, msg: Outbound) {
     match msg {
-        Outbound::Event(frame) => {
-            let text = event_packet(&frame);
-            actor.write_event(ctx, text);
-            actor.connection().dispatcher.metrics.events_delivered.inc();
+        Outbound::Events(pending) => {
+            let events = pending.take();
+            for frame in &events {
+                actor.write_event(ctx, event_packet(frame));
+            }
+            let delivered = events.len() as u64;
+            actor
+                .connection()
+                .dispatcher
+                .metrics
+                .events_delivered
+                .inc_by(delivered);
         }
         Outbound::Close(reason) => actor.end(ctx, reason.close_code(), reason.as_str()),
     }
@@ -345,9 +353,7 @@ impl Connection {
     /// Reports `count` pushed events as written to the session's outbound queue.
     pub(super) fn events_written(&self, count: usize) {
         if let Some(session) = &self.session {
-            for _ in 0..count {
-                session.queue().written();
-            }
+            session.queue().written(count);
         }
     }
 }

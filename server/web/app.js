@@ -742,9 +742,10 @@ async function deliverPending(pending) {
     state.outbox.delete(pending.clientMsgId);
     storeMessage(reply.message);
   } catch (error) {
-    if (error.code === "rate_limited") {
+    if (error.code === "rate_limited" || error.code === "unavailable" || error.code === "internal") {
+      // Safe to repeat: the clientMsgId makes a retried send store nothing twice.
       setTimeout(() => deliverPending(pending), (error.retryAfter ?? 1) * 1000);
-    } else if (error.code !== "disconnected" && error.code !== "timeout" && error.code !== "unavailable") {
+    } else if (error.code !== "disconnected" && error.code !== "timeout") {
       pending.failed = true;
       report(error);
     }

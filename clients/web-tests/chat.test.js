@@ -241,6 +241,7 @@ test("the server restarts: both reconnect, and a message sent while bob is away 
   const seqs = await bob.page.locator("#messages .message").evaluateAll((items) => items.map((item) => Number(item.dataset.seq)));
   assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6]);
   await message(ann.page, "Sent while you were away").locator('.tick[data-state="read"]').waitFor();
+  await ann.page.screenshot({ path: join(SCREENSHOTS, "chat-after-restart.png") });
   ann.tolerated.length = 0;
   bob.tolerated.length = 0;
   ann.assertClean();

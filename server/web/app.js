@@ -383,7 +383,7 @@ function renderGroupChips() {
         type: "button",
         class: "icon small",
         "aria-label": `Remove ${displayName(user)}`,
-        text: "✕",
+        text: "×",
         onclick: () => {
           groupDraft.members.delete(user.id);
           renderGroupChips();
@@ -960,8 +960,11 @@ function onSocketState(status) {
   document.body.dataset.connection = status;
 }
 
+// Events are handled one after another, in the order they came: a call's ICE candidates
+// must not overtake its offer, nor an edit the message it changes.
+let eventsHandled = Promise.resolve();
 socket.onEvent = (type, data) => {
-  handleEvent(type, data).catch(report);
+  eventsHandled = eventsHandled.then(() => handleEvent(type, data)).catch(report);
 };
 socket.onOpen = () => {
   onSocketOpen();

@@ -115,10 +115,15 @@ export class RealtimeSocket {
     this.onEvent(frame.type, frame.data);
   }
 
+  /** Open, and not yet closing: the close event comes after the server's close frame. */
+  get writable() {
+    return this.open && this.socket?.readyState === WebSocket.OPEN;
+  }
+
   /** Sends a command and resolves with its ack's data. */
   request(type, data) {
     return new Promise((resolve, reject) => {
-      if (!this.open || !this.socket) {
+      if (!this.writable) {
         reject(new CommandError({ error: "disconnected", message: "not connected" }));
         return;
       }
@@ -134,6 +139,6 @@ export class RealtimeSocket {
 
   /** Sends a command that gets no ack (typing). Dropped while disconnected. */
   notify(type, data) {
-    if (this.open && this.socket) this.socket.send(JSON.stringify({ type, data }));
+    if (this.writable) this.socket.send(JSON.stringify({ type, data }));
   }
 }

@@ -142,8 +142,10 @@ test("ann edits and deletes her own messages; bob sees edited and deleted", asyn
   bob.assertClean();
 });
 
+let carol;
+
 test("history pages by seq as ann scrolls up", async () => {
-  const carol = await server.registerByApi(`carol${Date.now() % 100000}`);
+  carol = await server.registerByApi(`carol${Date.now() % 100000}`);
   const annUser = (await server.rest("GET", `/users?query=${annName}`, carol.token))[0];
   const direct = await server.rest("POST", "/conversations", carol.token, { kind: "direct", peerId: annUser.id });
   for (let n = 1; n <= 45; n += 1) {
@@ -171,7 +173,7 @@ test("ann creates a group with bob; it appears for bob and they talk in it", asy
   const { page } = ann;
   await page.getByRole("button", { name: "New group" }).click();
   await page.getByLabel("Group name").fill("Launch crew");
-  await page.getByLabel("Add people", { exact: true }).fill(bobName);
+  await page.getByRole("searchbox", { name: "Add people" }).fill(bobName);
   await page.locator("#group-results").getByRole("button", { name: `Bob (@${bobName})` }).click();
   await page.locator("#group-members .chip", { hasText: "Bob" }).waitFor();
   await page.getByRole("button", { name: "Create" }).click();
@@ -183,6 +185,13 @@ test("ann creates a group with bob; it appears for bob and they talk in it", asy
   await conversationButton(bob.page, "Launch crew").click();
   await message(bob.page, "Welcome to the crew").waitFor();
   assert.equal(await message(bob.page, "Welcome to the crew").locator(".sender").textContent(), "Ann");
+
+  await page.getByRole("button", { name: "Add people to this group" }).click();
+  await page.getByRole("searchbox", { name: "Add people" }).fill(carol.username);
+  await page.locator("#group-results").getByRole("button", { name: new RegExp(`@${carol.username}`) }).click();
+  await page.getByRole("button", { name: "Add", exact: true }).click();
+  await page.locator("#chat-presence", { hasText: "3 members" }).waitFor();
+  await bob.page.locator("#chat-presence", { hasText: "3 members" }).waitFor();
   ann.assertClean();
   bob.assertClean();
 });

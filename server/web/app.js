@@ -359,7 +359,8 @@ const groupDraft = { mode: "create", members: new Map() };
 function openGroupDialog(mode) {
   groupDraft.mode = mode;
   groupDraft.members.clear();
-  $("group-dialog-title").textContent = mode === "create" ? "New group" : "Add people";
+  const group = state.conversations.get(state.activeId);
+  $("group-dialog-title").textContent = mode === "create" ? "New group" : `Add people to ${conversationName(group)}`;
   $("group-title").hidden = mode !== "create";
   document.querySelector('label[for="group-title"]').hidden = mode !== "create";
   $("group-title").required = mode === "create";

@@ -74,6 +74,7 @@ test("bob opens it (phone width: one pane), ann's ticks turn to read, typing sho
   await page.locator("#chat-name", { hasText: "Ann" }).waitFor();
   assert.equal(await page.locator(".sidebar").isVisible(), false, "the chat alone at phone width");
   await page.locator("#chat-presence", { hasText: "online" }).waitFor();
+  await message(page, "Are you there?").waitFor();
   assert.deepEqual(await bodies(page), ["Hi Bob", "Are you there?"]);
   await message(ann.page, "Are you there?").locator('.tick[data-state="read"]').waitFor();
   await message(ann.page, "Hi Bob").locator('.tick[data-state="read"]').waitFor();
@@ -208,6 +209,7 @@ test("presence: bob leaves (ann sees last seen), reloads and is still signed in 
   assert.equal(await page.locator("#auth").isVisible(), false, "no sign-in form after a reload");
   await ann.page.locator("#chat-presence", { hasText: "online" }).waitFor();
   await conversationButton(page, "Ann").click();
+  await message(page, "Two lines:").waitFor();
   assert.deepEqual(await bodies(page), ["Hi Bob, welcome", "This message was deleted", "Hello Ann", "Two lines:\nhere"]);
 
   await page.reload();

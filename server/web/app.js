@@ -47,7 +47,7 @@ const state = {
   typingIdleTimer: null,
 };
 
-// ---------- small helpers ----------
+// ---------- names, times, notices ----------
 
 function displayName(user) {
   return user?.displayName || user?.username || "…";

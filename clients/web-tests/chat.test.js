@@ -233,16 +233,22 @@ test("the server restarts: both reconnect, and a message sent while bob is away 
   await server.start();
   await ann.page.locator("#connection").waitFor({ state: "hidden", timeout: 20000 });
   await send(ann.page, "Sent while you were away");
+  await message(ann.page, "Hi Bob, welcome").hover();
+  await message(ann.page, "Hi Bob, welcome").getByRole("button", { name: "Edit" }).click();
+  await ann.page.getByLabel("Message", { exact: true }).fill("Hi Bob, welcome back");
+  await ann.page.getByLabel("Message", { exact: true }).press("Enter");
+  await message(ann.page, "Hi Bob, welcome back").waitFor();
   assert.equal(await bob.page.locator("#connection").isVisible(), true, "bob is still reconnecting");
 
   await bob.context.setOffline(false);
   await bob.page.locator("#connection").waitFor({ state: "hidden", timeout: 20000 });
   await message(bob.page, "Sent while you were away").waitFor();
+  await message(bob.page, "Hi Bob, welcome back").locator(".edited").waitFor();
   await send(bob.page, "Back again");
   await message(ann.page, "Back again").waitFor();
   // Nothing twice, nothing missing, in seq order.
   assert.deepEqual(await bodies(bob.page), [
-    "Hi Bob, welcome",
+    "Hi Bob, welcome back",
     "This message was deleted",
     "Hello Ann",
     "Two lines:\nhere",

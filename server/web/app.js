@@ -495,6 +495,13 @@ async function loadOlder(id, first = false) {
   else list.scrollTop = previousTop + (list.scrollHeight - previousHeight);
 }
 
+async function refreshNewestPage(id) {
+  const entry = state.messages.get(id);
+  if (!entry?.loaded) return;
+  const page = await api.history(id, highestSeq(id) + 1, PAGE_SIZE);
+  for (const message of page.messages) entry.bySeq.set(message.seq, message);
+}
+
 function renderChat({ toBottom = false } = {}) {
   const conversation = state.conversations.get(state.activeId);
   const chat = $("chat");
@@ -944,6 +951,8 @@ async function onSocketOpen() {
       if (conversation.lastSeq > (before.get(id) ?? 0)) markDelivered(id, conversation.lastSeq);
     }
     for (const pending of [...state.outbox.values()]) await deliverPending(pending);
+    // sync goes by seq: edits and deletions made while away show once their page is read again.
+    if (state.activeId) await refreshNewestPage(state.activeId);
     if (state.activeId) {
       renderChat();
       markRead(state.activeId);

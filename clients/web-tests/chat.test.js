@@ -61,6 +61,7 @@ test("ann finds bob by username, starts a direct chat and sends with Enter", asy
   await row.locator(".badge", { hasText: "2" }).waitFor();
   assert.equal(await row.locator(".conversation-preview").textContent(), "Are you there?");
   await row.locator('.dot[data-online="true"]').waitFor();
+  assert.equal(await bob.page.title(), "(2) Courier");
   // Delivered: bob's client has them, though it has not shown them yet.
   await message(page, "Are you there?").locator('.tick[data-state="delivered"]').waitFor();
   ann.assertClean();

@@ -207,6 +207,7 @@ async function enterApp() {
 
 function resetState() {
   socket.stop();
+  document.title = "Courier";
   state.me = null;
   state.users.clear();
   state.conversations.clear();
@@ -301,6 +302,8 @@ function renderConversationList() {
   });
   list.replaceChildren(...items);
   $("no-conversations").hidden = items.length > 0;
+  const unread = [...state.conversations.values()].reduce((sum, c) => sum + (c.unreadCount ?? 0), 0);
+  document.title = unread ? `(${unread}) Courier` : "Courier";
 }
 
 // ---------- people search ----------

@@ -79,6 +79,15 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub cors_allowed_origins: Option<Vec<String>>,
+    /// Comma-separated STUN/TURN URLs for calls, as one ICE server without credentials
+    /// (TURN credentials go in the TOML file).
+    #[arg(
+        long,
+        env = "COURIER_ICE_SERVER_URLS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub ice_server_urls: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -126,6 +135,18 @@ impl Settings {
         if let Some(origins) = self.cors_allowed_origins {
             config.cors_allowed_origins = origins;
         }
+        if let Some(urls) = self.ice_server_urls {
+            let urls: Vec<String> = urls.into_iter().filter(|url| !url.is_empty()).collect();
+            config.ice_servers = if urls.is_empty() {
+                Vec::new()
+            } else {
+                vec![crate::config::IceServer {
+                    urls,
+                    username: None,
+                    credential: None,
+                }]
+            };
+        }
         Ok(config)
     }
 }
@@ -154,5 +175,23 @@ mod tests {
         let config = cli.settings.into_config().unwrap();
         assert_eq!(config.listen, "127.0.0.1:7000", "the flag wins");
         assert_eq!(config.bcrypt_cost, 10, "the file fills what flags leave");
+    }
+
+    #[test]
+    fn ice_server_urls_become_one_server() {
+        let cli = Cli::try_parse_from([
+            "courier",
+            "--ice-server-urls",
+            "stun:stun.example.com:3478,turn:turn.example.com:3478",
+        ])
+        .unwrap();
+        let config = cli.settings.into_config().unwrap();
+        assert_eq!(config.ice_servers.len(), 1);
+        assert_eq!(
+            config.ice_servers[0].urls,
+            ["stun:stun.example.com:3478", "turn:turn.example.com:3478"]
+        );
+        let cli = Cli::try_parse_from(["courier", "--ice-server-urls", ""]).unwrap();
+        assert!(cli.settings.into_config().unwrap().ice_servers.is_empty());
     }
 }

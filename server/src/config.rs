@@ -75,6 +75,23 @@ pub struct Config {
     /// How long a user stays online after their last connection closes, in milliseconds
     /// (a reload or network hand-over within it shows no offline/online flap).
     pub presence_grace_ms: u64,
+    /// STUN and TURN servers handed to the web client for calls (`RTCIceServer` entries).
+    /// Empty by default: peers on one host or network need none.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One STUN or TURN server for WebRTC calls, as the browser's `RTCIceServer` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp` or `turns:…` URLs.
+    pub urls: Vec<String>,
+    /// A TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// A TURN password. Static credentials reach every signed-in client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl Default for Config {
@@ -99,6 +116,7 @@ impl Default for Config {
             sends_per_second: 20,
             ws_frames_per_second: 50,
             presence_grace_ms: 5_000,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -221,6 +239,14 @@ mod tests {
             (config.listen.as_str(), config.sends_per_second),
             ("0.0.0.0:9000", 5)
         );
+        std::fs::write(
+            &path,
+            "[[ice_servers]]\nurls = [\"turn:turn.example.com:3478\"]\nusername = \"u\"\ncredential = \"p\"\n",
+        )
+        .unwrap();
+        let config = Config::from_toml_file(&path).unwrap();
+        assert_eq!(config.ice_servers[0].urls, ["turn:turn.example.com:3478"]);
+        assert_eq!(config.ice_servers[0].credential.as_deref(), Some("p"));
         std::fs::write(&path, "lisen = \"typo\"\n").unwrap();
         assert!(Config::from_toml_file(&path).is_err());
     }

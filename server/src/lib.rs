@@ -7,6 +7,7 @@
 //! - [`auth`]: bcrypt passwords, JWT access tokens, rotating refresh tokens.
 //! - [`routes`]: one file per REST resource.
 //! - [`realtime`]: the socket transports and their shared dispatcher.
+//! - [`web_client`]: the browser client at `/`, embedded in the binary.
 //! - [`error`]: the API's one error shape.
 //! - [`limits`], [`metrics`]: rate limits (governor) and Prometheus metrics.
 
@@ -21,3 +22,4 @@ pub mod realtime;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod web_client;

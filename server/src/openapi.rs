@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::realtime::native;
-use crate::routes::{auth, conversations, health, messages, users};
+use crate::routes::{auth, calls, conversations, health, messages, users};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -41,6 +41,7 @@ use crate::routes::{auth, conversations, health, messages, users};
         conversations::read,
         messages::edit,
         messages::delete,
+        calls::ice_servers,
         native::connect,
     ),
     modifiers(&BearerAuth, &ClosedVariants),
@@ -49,6 +50,7 @@ use crate::routes::{auth, conversations, health, messages, users};
         (name = "users", description = "Profiles, search, presence"),
         (name = "conversations", description = "Conversations and membership"),
         (name = "messages", description = "History, sends, receipts, edits"),
+        (name = "calls", description = "What WebRTC calls need besides the call:* signals"),
         (name = "realtime", description = "The WebSocket upgrade"),
         (name = "health", description = "Liveness and readiness"),
     )

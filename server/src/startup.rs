@@ -105,6 +105,9 @@ impl Application {
             max_frame_bytes: config.ws_max_frame_bytes,
             allowed_origins: config.cors_allowed_origins.clone(),
         });
+        let calls = web::Data::new(crate::routes::calls::CallSettings {
+            ice_servers: config.ice_servers.clone(),
+        });
         let metrics = web::Data::from(metrics);
         let limits = web::Data::new(RateLimits::new(&config));
         let heartbeats = Heartbeats::new();
@@ -136,6 +139,7 @@ impl Application {
                 .app_data(tokens.clone())
                 .app_data(auth.clone())
                 .app_data(sockets.clone())
+                .app_data(calls.clone())
                 .app_data(metrics.clone())
                 .app_data(limits.clone())
                 .app_data(dispatcher.clone())

@@ -1,6 +1,7 @@
 //! REST routes, one file per resource, mounted by [`configure`].
 
 pub(crate) mod auth;
+pub(crate) mod calls;
 pub(crate) mod conversations;
 pub(crate) mod health;
 pub(crate) mod messages;
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ),
     )
     .configure(crate::realtime::socketio::configure)
+    .configure(crate::web_client::configure)
     .service(
         web::scope("/api/v1")
             .configure(health::configure)
@@ -28,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(users::configure)
             .configure(conversations::configure)
             .configure(messages::configure)
+            .configure(calls::configure)
             .service(resource("/ws", "GET").route(web::get().to(crate::realtime::native::connect)))
             .service(resource("/openapi.json", "GET").route(web::get().to(openapi_json))),
     );

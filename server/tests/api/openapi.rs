@@ -45,6 +45,7 @@ fn every_route_is_documented() {
         "/api/v1/metrics",
         "/api/v1/openapi.json",
         "/api/v1/ws",
+        "/api/v1/calls/ice-servers",
     ] {
         assert!(paths.contains_key(path), "{path} is not in the document");
     }

@@ -2,16 +2,13 @@
 // payloads and order as the native WebSocket.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { io } from "socket.io-client";
 import WebSocket from "ws";
+import { startCourier } from "../courier-process.mjs";
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.COURIER_BIN ?? resolve(HERE, "../../target/debug/courier");
 const WAIT_MS = 5000;
 
 let server;
@@ -20,39 +17,12 @@ let base;
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "courier-sio-"));
-  server = spawn(BIN, ["serve"], {
-    env: {
-      ...process.env,
-      DATABASE_URL: "",
-      COURIER_DATABASE_URL: "",
-      COURIER_LISTEN: "127.0.0.1:0",
-      COURIER_DATA_DIR: dataDir,
-      COURIER_BCRYPT_COST: "4",
-      COURIER_PRESENCE_GRACE_MS: "200",
-      COURIER_LOG_FORMAT: "json",
-      RUST_LOG: "info",
-    },
-    stdio: ["ignore", "pipe", "inherit"],
+  const started = await startCourier({
+    dataDir,
+    env: { COURIER_PRESENCE_GRACE_MS: "200", RUST_LOG: "info" },
   });
-  const port = await new Promise((resolvePort, reject) => {
-    const timer = setTimeout(() => reject(new Error("courier did not start")), 60000);
-    let buffered = "";
-    server.stdout.on("data", (chunk) => {
-      buffered += chunk;
-      for (const line of buffered.split("\n")) {
-        try {
-          const entry = JSON.parse(line);
-          if (entry.fields?.message === "courier listening") {
-            clearTimeout(timer);
-            resolvePort(entry.fields.port);
-          }
-        } catch {
-          // not a whole JSON line yet
-        }
-      }
-    });
-    server.on("exit", (code) => reject(new Error(`courier exited with ${code}`)));
-  });
+  server = started.child;
+  const port = started.port;
   base = `http://127.0.0.1:${port}`;
 });
 

@@ -2,15 +2,14 @@
 // same port and database), Chromium from the system, and pages that fail the test on any
 // console error or uncaught page error.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { startCourier } from "../courier-process.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-export const BIN = process.env.COURIER_BIN ?? resolve(HERE, "../../target/debug/courier");
 export const SCREENSHOTS = resolve(HERE, "screenshots");
 export const PASSWORD = "correct horse battery";
 
@@ -48,44 +47,14 @@ export class CourierServer {
   }
 
   async start() {
-    const child = spawn(BIN, ["serve"], {
-      env: {
-        ...process.env,
-        DATABASE_URL: "",
-        COURIER_DATABASE_URL: "",
-        COURIER_CONFIG: this.configPath,
-        COURIER_LISTEN: `127.0.0.1:${this.port}`,
-        COURIER_DATA_DIR: this.dataDir,
-        COURIER_BCRYPT_COST: "4",
-        COURIER_PRESENCE_GRACE_MS: "300",
-        COURIER_LOG_FORMAT: "json",
-        RUST_LOG: "warn,courier=info",
-      },
-      stdio: ["ignore", "pipe", "inherit"],
+    const started = await startCourier({
+      dataDir: this.dataDir,
+      port: this.port,
+      env: { COURIER_CONFIG: this.configPath, COURIER_PRESENCE_GRACE_MS: "300" },
     });
-    this.process = child;
-    this.exited = new Promise((resolveExit) => child.once("exit", resolveExit));
-    this.port = await new Promise((resolvePort, reject) => {
-      const timer = setTimeout(() => reject(new Error("courier did not start")), 60000);
-      let buffered = "";
-      child.stdout.on("data", (chunk) => {
-        buffered += chunk;
-        const lines = buffered.split("\n");
-        buffered = lines.pop();
-        for (const line of lines) {
-          try {
-            const entry = JSON.parse(line);
-            if (entry.fields?.message === "courier listening") {
-              clearTimeout(timer);
-              resolvePort(entry.fields.port);
-            }
-          } catch {
-            // not JSON
-          }
-        }
-      });
-      child.once("exit", (code) => reject(new Error(`courier exited with ${code}`)));
-    });
+    this.process = started.child;
+    this.exited = started.exited;
+    this.port = started.port;
   }
 
   async stop() {

@@ -37,7 +37,7 @@ impl Handler<Outbound> for Receiver {
         let Outbound::Events(pending) = msg else {
             return;
         };
-        let events = pending.take().len();
+        let events = pending.drain(drop);
         pending.queue().written(events);
         if events > 0 && self.remaining.fetch_sub(events, Ordering::AcqRel) == events {
             self.done.notify_one();

@@ -27,8 +27,7 @@ impl Handler<Outbound> for Printer {
         let Outbound::Events(pending) = msg else {
             return;
         };
-        let events = pending.take();
-        for frame in &events {
+        let printed = pending.drain(|frame| {
             if let Ok(ServerEvent::MessageReceived(message)) = frame.decode() {
                 println!(
                     "  {} <- #{} from user {}: {}",
@@ -38,9 +37,9 @@ impl Handler<Outbound> for Printer {
                     message.body.unwrap_or_default()
                 );
             }
-        }
+        });
         // Reported, so the session's queue never counts them as waiting.
-        pending.queue().written(events.len());
+        pending.queue().written(printed);
     }
 }
 

@@ -969,7 +969,8 @@ impl actix::Handler<courier_engine::Outbound> for Recorder {
 
     fn handle(&mut self, msg: courier_engine::Outbound, _ctx: &mut Self::Context) {
         if let courier_engine::Outbound::Events(pending) = msg {
-            let events = pending.take();
+            let mut events = Vec::new();
+            pending.drain(|frame| events.push(frame));
             pending.queue().written(events.len());
             let _ = self.taken.send(events);
         }

@@ -14,7 +14,7 @@ use crate::protocol::EventFrame;
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub enum Outbound {
-    /// Events wait for the client: take them with [`PendingEvents::take`], and once they
+    /// Events wait for the client: take them with [`PendingEvents::drain`], and once they
     /// are written, say so with [`OutboundQueue::written`].
     ///
     /// Sent when the session's queue goes from empty to not empty, so one mailbox message
@@ -64,6 +64,9 @@ impl CloseReason {
 pub struct OutboundQueue {
     /// Pushed and not taken, oldest first. Empty, it holds no allocation.
     untaken: Mutex<Vec<EventFrame>>,
+    /// What the transport is draining: swapped with `untaken`, so neither side allocates
+    /// once both have room, and pushes wait only for the swap.
+    draining: Mutex<Vec<EventFrame>>,
     pending: AtomicUsize,
     capacity: usize,
     overflowed: AtomicBool,
@@ -74,6 +77,7 @@ impl OutboundQueue {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             untaken: Mutex::new(Vec::new()),
+            draining: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             capacity: capacity.max(4),
             overflowed: AtomicBool::new(false),
@@ -114,15 +118,28 @@ impl OutboundQueue {
     }
 }
 
+/// Room kept for events between bursts, per buffer of a session (two buffers).
+const RETAINED_CAPACITY: usize = 32;
+
 /// The events waiting for one session, handed to its transport by [`Outbound::Events`].
 #[derive(Debug, Clone)]
 pub struct PendingEvents(Arc<SessionSink>);
 
 impl PendingEvents {
-    /// Every event pushed and not taken yet, oldest first (empty when an earlier call took
-    /// them already).
-    pub fn take(&self) -> Vec<EventFrame> {
-        std::mem::take(&mut *self.0.queue.untaken.lock())
+    /// Hands `write` every event pushed and not taken yet, oldest first, and returns how
+    /// many (none when an earlier call took them already). Report them with
+    /// [`OutboundQueue::written`] once they are on their way.
+    pub fn drain(&self, mut write: impl FnMut(EventFrame)) -> usize {
+        let queue = &self.0.queue;
+        let mut draining = queue.draining.lock();
+        std::mem::swap(&mut *draining, &mut *queue.untaken.lock());
+        let count = draining.len();
+        for frame in draining.drain(..) {
+            write(frame);
+        }
+        // A burst that found the client slow leaves no large buffer behind.
+        draining.shrink_to(RETAINED_CAPACITY);
+        count
     }
 
     /// The session's queue, to report what was written.

@@ -110,9 +110,9 @@ impl Handler<Outbound> for Probe {
     fn handle(&mut self, msg: Outbound, _ctx: &mut Self::Context) {
         match msg {
             Outbound::Events(pending) => {
-                for frame in pending.take() {
+                pending.drain(|frame| {
                     let _ = self.events.send(Pushed::Event(frame));
-                }
+                });
             }
             Outbound::Close(reason) => {
                 let _ = self.events.send(Pushed::Close(reason));

@@ -179,12 +179,9 @@ impl Handler<Outbound> for NativeSocket {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
             Outbound::Events(pending) => {
-                let events = pending.take();
-                for frame in &events {
-                    ctx.text(frame.text().clone());
-                }
-                pending.queue().written(events.len());
-                let delivered = events.len() as u64;
+                let written = pending.drain(|frame| ctx.text(frame.text().clone()));
+                pending.queue().written(written);
+                let delivered = written as u64;
                 self.dispatcher.metrics.events_delivered.inc_by(delivered);
             }
             Outbound::Close(reason) => {

@@ -333,11 +333,8 @@ fn on_event<A>(
 pub(super) fn on_outbound<A: SocketIoActor>(actor: &mut A, ctx: &mut A::Context, msg: Outbound) {
     match msg {
         Outbound::Events(pending) => {
-            let events = pending.take();
-            for frame in &events {
-                actor.write_event(ctx, event_packet(frame));
-            }
-            let delivered = events.len() as u64;
+            let written = pending.drain(|frame| actor.write_event(ctx, event_packet(&frame)));
+            let delivered = written as u64;
             actor
                 .connection()
                 .dispatcher

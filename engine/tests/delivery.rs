@@ -56,6 +56,7 @@ on_both_stores!(
     one_serialisation_is_shared_by_all_recipients,
     a_burst_reaches_a_session_in_one_wake_up_in_order,
     group_commit_settles_every_send_of_a_batch,
+    one_commit_settles_the_batches_of_several_conversations,
     idle_conversations_stop_and_restart_on_demand,
     racing_direct_conversations_resolve_to_one,
 );
@@ -1111,6 +1112,124 @@ async fn group_commit_settles_every_send_of_a_batch(store: TestStore) {
     assert!(
         matches!(missing, Err(courier_engine::StoreError::NotFound)),
         "{missing:?}"
+    );
+}
+
+async fn one_commit_settles_the_batches_of_several_conversations(store: TestStore) {
+    use courier_engine::store::{AppendOutcome, ConversationSends, MessageStore, NewMessage};
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let first = group(&store, &engine, ann, &[bob]).await;
+    let second = group(&store, &engine, ann, &[bob]).await;
+    let new = |sender, key: &str| NewMessage {
+        sender_id: sender,
+        client_msg_id: key.into(),
+        body: format!("body {key}"),
+        reply_to_id: None,
+    };
+    let stored = store
+        .store
+        .append_messages(second, vec![new(bob, "earlier")])
+        .await
+        .unwrap();
+    let batch = |conversation, sends| ConversationSends {
+        conversation,
+        sends,
+    };
+    let results = store
+        .store
+        .append_message_batches(vec![
+            batch(first, vec![new(ann, "a"), new(ann, "b")]),
+            batch(ConversationId(999_999), vec![new(ann, "lost")]),
+            batch(
+                second,
+                vec![new(bob, "a"), new(ann, "a"), new(bob, "earlier")],
+            ),
+            batch(first, vec![new(ann, "b"), new(ann, "c")]),
+        ])
+        .await
+        .unwrap();
+    let [in_first, missing, in_second, first_again] = &results[..] else {
+        panic!("one result per batch: {results:?}")
+    };
+    let created = |outcome: &AppendOutcome| match outcome {
+        AppendOutcome::Created(message) => {
+            (message.conversation_id, message.seq, message.body.clone())
+        }
+        other => panic!("not created: {other:?}"),
+    };
+    let in_first = in_first.as_ref().unwrap();
+    assert_eq!(
+        in_first.iter().map(created).collect::<Vec<_>>(),
+        [
+            (first, Seq(1), Some("body a".to_owned())),
+            (first, Seq(2), Some("body b".to_owned()))
+        ]
+    );
+    assert!(
+        matches!(missing, Err(courier_engine::StoreError::NotFound)),
+        "a conversation that does not exist fails alone: {missing:?}"
+    );
+    let in_second = in_second.as_ref().unwrap();
+    assert_eq!(
+        created(&in_second[0]),
+        (second, Seq(2), Some("body a".to_owned())),
+        "seqs are per conversation; keys per sender"
+    );
+    assert_eq!(
+        in_second[1],
+        AppendOutcome::ClientMsgIdReused,
+        "ann used \"a\" in another conversation of the same commit"
+    );
+    let AppendOutcome::Created(earlier) = &stored[0] else {
+        panic!("{stored:?}")
+    };
+    assert_eq!(in_second[2], AppendOutcome::Existing(earlier.clone()));
+    let first_again = first_again.as_ref().unwrap();
+    let AppendOutcome::Created(b) = &in_first[1] else {
+        unreachable!()
+    };
+    assert_eq!(
+        first_again[0],
+        AppendOutcome::Existing(b.clone()),
+        "a repeat in a later batch of the same conversation is the first result"
+    );
+    assert_eq!(
+        created(&first_again[1]).1,
+        Seq(3),
+        "and the sequence goes on"
+    );
+
+    // Nothing of the missing conversation's batch was written, and each conversation's
+    // history is exactly its own, gap-free.
+    let history = |conversation| {
+        let store = &store.store;
+        async move {
+            store
+                .messages_after(conversation, Seq(0), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|message| (message.seq.0, message.client_msg_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        history(first).await,
+        [(1, "a".into()), (2, "b".into()), (3, "c".into())]
+    );
+    assert_eq!(
+        history(second).await,
+        [(1, "earlier".into()), (2, "a".into())]
+    );
+    let reused = store
+        .store
+        .append_messages(first, vec![new(ann, "lost")])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&reused[0], AppendOutcome::Created(message) if message.seq == Seq(4)),
+        "the refused batch claimed no key: {reused:?}"
     );
 }
 

@@ -23,8 +23,8 @@ use super::models::{
 };
 use super::schema::{conversations, members, messages, refresh_families, refresh_tokens, users};
 use super::{
-    AppendOutcome, ConversationStore, MessageStore, NewConversation, NewMessage, Store, TokenStore,
-    UserStore, Watermark,
+    AppendOutcome, ConversationSends, ConversationStore, MessageStore, NewConversation, NewMessage,
+    Store, TokenStore, UserStore, Watermark,
 };
 use crate::error::StoreError;
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
@@ -347,10 +347,22 @@ async fn sqlite_pool(
         .map_err(|error| StoreError::Unavailable(error.to_string()))
 }
 
-/// The one place the backends differ: multi-row inserts. diesel-async sends PostgreSQL
-/// one `INSERT … VALUES (…), (…) RETURNING`; for SQLite Diesel only offers multi-row
-/// inserts on its synchronous connection, so the rows go in one blocking-pool hop there.
-trait BatchInsert: Send {
+/// The one place the backends differ: the writes of a group commit. diesel-async sends
+/// PostgreSQL one statement for each; SQLite runs in process (one writer, so nothing to
+/// order locks against), and several statements go in one blocking-pool hop there, since
+/// Diesel only offers multi-row inserts on its synchronous SQLite connection.
+trait BackendWrites: Send {
+    /// Write-locks the conversations' rows for the rest of the transaction, in id order,
+    /// and returns the (id, last_seq) of those that exist.
+    fn lock_conversations(
+        &mut self,
+        ids: Vec<i64>,
+    ) -> impl Future<Output = QueryResult<Vec<(i64, i64)>>> + Send;
+    /// Sets each conversation's `last_seq`: (id, last_seq) pairs.
+    fn set_last_seqs(
+        &mut self,
+        seqs: Vec<(i64, i64)>,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
     /// Inserts messages and returns their rows.
     fn insert_messages(
         &mut self,
@@ -363,7 +375,34 @@ trait BatchInsert: Send {
     ) -> impl Future<Output = QueryResult<usize>> + Send;
 }
 
-impl BatchInsert for AsyncPgConnection {
+impl BackendWrites for AsyncPgConnection {
+    async fn lock_conversations(&mut self, ids: Vec<i64>) -> QueryResult<Vec<(i64, i64)>> {
+        // Rows are locked in the order they are read: in id order, two nodes' commits that
+        // share conversations queue behind each other instead of deadlocking.
+        conversations::table
+            .filter(conversations::id.eq_any(ids))
+            .order(conversations::id.asc())
+            .select((conversations::id, conversations::last_seq))
+            .for_update()
+            .load(self)
+            .await
+    }
+
+    async fn set_last_seqs(&mut self, seqs: Vec<(i64, i64)>) -> QueryResult<()> {
+        use diesel::sql_types::{Array, BigInt};
+        let (ids, last_seqs): (Vec<i64>, Vec<i64>) = seqs.into_iter().unzip();
+        diesel::sql_query(
+            "UPDATE conversations SET last_seq = advanced.last_seq \
+             FROM unnest($1, $2) AS advanced (id, last_seq) \
+             WHERE conversations.id = advanced.id",
+        )
+        .bind::<Array<BigInt>, _>(ids)
+        .bind::<Array<BigInt>, _>(last_seqs)
+        .execute(self)
+        .await
+        .map(drop)
+    }
+
     async fn insert_messages(&mut self, rows: Vec<NewMessageRow>) -> QueryResult<Vec<MessageRow>> {
         diesel::insert_into(messages::table)
             .values(&rows)
@@ -380,7 +419,31 @@ impl BatchInsert for AsyncPgConnection {
     }
 }
 
-impl BatchInsert for SqliteConn {
+impl BackendWrites for SqliteConn {
+    async fn lock_conversations(&mut self, ids: Vec<i64>) -> QueryResult<Vec<(i64, i64)>> {
+        // A write as the first statement takes SQLite's write lock at once, so the
+        // transaction never has to upgrade a read snapshot another process made stale.
+        diesel::update(conversations::table.filter(conversations::id.eq_any(ids)))
+            .set(conversations::last_seq.eq(conversations::last_seq))
+            .returning((conversations::id, conversations::last_seq))
+            .load(self)
+            .await
+    }
+
+    async fn set_last_seqs(&mut self, seqs: Vec<(i64, i64)>) -> QueryResult<()> {
+        self.spawn_blocking(move |conn| {
+            for (id, last_seq) in seqs {
+                diesel::RunQueryDsl::execute(
+                    diesel::update(conversations::table.find(id))
+                        .set(conversations::last_seq.eq(last_seq)),
+                    conn,
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_messages(&mut self, rows: Vec<NewMessageRow>) -> QueryResult<Vec<MessageRow>> {
         self.spawn_blocking(move |conn| {
             rows.iter()
@@ -442,44 +505,54 @@ fn member_rows(conversation: i64, new: &NewConversation, now: i64) -> Vec<Member
 
 /// How one send of a group commit is settled, decided before anything is written.
 enum Settled {
-    /// The n-th row to insert.
+    /// The n-th row its batch inserts.
     Insert(usize),
     /// Already stored before this commit.
     Existing(MessageRow),
-    /// Also in this batch, earlier: the same result as that send.
-    SameAs(usize),
+    /// Sent earlier in this commit, to the same conversation: the same result as that
+    /// send (its batch and position).
+    SameAs {
+        batch: usize,
+        index: usize,
+    },
     ReplyNotFound(MessageId),
     ClientMsgIdReused,
 }
 
-/// Decides each send's fate: replays of stored sends, duplicates within the batch, and
-/// replies to messages outside the conversation are settled without a write.
-fn settle_batch(
+/// The first send of each (sender, clientMsgId) in a commit: its conversation, batch and
+/// position.
+type Claims<'a> = HashMap<(i64, &'a str), (i64, usize, usize)>;
+
+/// Decides the fate of each send of one batch: replays of stored sends, repeats within the
+/// commit and replies to messages outside the conversation are settled without a write.
+/// Returns the settlements and the positions of the sends to insert.
+fn settle_batch<'a>(
+    batch: usize,
     conversation: i64,
-    sends: &[NewMessage],
-    prior: Vec<MessageRow>,
+    sends: &'a [NewMessage],
+    prior: &HashMap<(i64, &str), &MessageRow>,
+    claims: &mut Claims<'a>,
     reply_targets: &HashMap<i64, MessageRow>,
 ) -> (Vec<Settled>, Vec<usize>) {
-    let prior: HashMap<(i64, String), MessageRow> = prior
-        .into_iter()
-        .map(|row| ((row.sender_id, row.client_msg_id.clone()), row))
-        .collect();
-    let mut first_in_batch: HashMap<(i64, &str), usize> = HashMap::new();
     let mut inserts = Vec::new();
     let settled = sends
         .iter()
         .enumerate()
         .map(|(index, send)| {
-            let key = (send.sender_id.0, send.client_msg_id.clone());
+            let key = (send.sender_id.0, send.client_msg_id.as_str());
             if let Some(row) = prior.get(&key) {
                 return if row.conversation_id == conversation {
-                    Settled::Existing(row.clone())
+                    Settled::Existing((*row).clone())
                 } else {
                     Settled::ClientMsgIdReused
                 };
             }
-            if let Some(&earlier) = first_in_batch.get(&(send.sender_id.0, &send.client_msg_id)) {
-                return Settled::SameAs(earlier);
+            if let Some(&(claimed_in, batch, index)) = claims.get(&key) {
+                return if claimed_in == conversation {
+                    Settled::SameAs { batch, index }
+                } else {
+                    Settled::ClientMsgIdReused
+                };
             }
             if let Some(reply) = send.reply_to_id {
                 let in_conversation = reply_targets
@@ -489,7 +562,7 @@ fn settle_batch(
                     return Settled::ReplyNotFound(reply);
                 }
             }
-            first_in_batch.insert((send.sender_id.0, &send.client_msg_id), index);
+            claims.insert(key, (conversation, batch, index));
             inserts.push(index);
             Settled::Insert(inserts.len() - 1)
         })
@@ -923,31 +996,39 @@ fn summarise(
     summaries
 }
 
-/// Turns settled sends into outcomes; a duplicate within the batch gets the result of
-/// its first occurrence, as a retry would.
+/// Turns one batch's settled sends into outcomes; a repeated send gets the result of its
+/// first occurrence (in this batch or in an `earlier` one of the commit), as a retry would.
 fn outcomes(
     settled: Vec<Settled>,
     created: Vec<Message>,
+    earlier: &[Result<Vec<AppendOutcome>, StoreError>],
     previews: &HashMap<i64, ReplyPreview>,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
+    // The database disagreed with the plan (fewer rows than planned, say): the
+    // transaction must not commit.
+    let disagreed = || StoreError::Database(diesel::result::Error::NotFound);
     let mut results: Vec<AppendOutcome> = Vec::with_capacity(settled.len());
     for settled in settled {
         let outcome = match settled {
-            // The insert returns one row per planned insert; fewer means the database
-            // disagreed with the plan, and the transaction must not commit.
-            Settled::Insert(n) => AppendOutcome::Created(
-                created
-                    .get(n)
-                    .cloned()
-                    .ok_or(StoreError::Database(diesel::result::Error::NotFound))?,
-            ),
-            Settled::SameAs(index) => match results.get(index) {
-                Some(AppendOutcome::Created(message) | AppendOutcome::Existing(message)) => {
-                    AppendOutcome::Existing(message.clone())
+            Settled::Insert(n) => {
+                AppendOutcome::Created(created.get(n).cloned().ok_or_else(disagreed)?)
+            }
+            Settled::SameAs { batch, index } => {
+                let first = if batch == earlier.len() {
+                    results.get(index)
+                } else {
+                    earlier
+                        .get(batch)
+                        .and_then(|outcomes| outcomes.as_ref().ok())
+                        .and_then(|outcomes| outcomes.get(index))
+                };
+                match first.ok_or_else(disagreed)? {
+                    AppendOutcome::Created(message) | AppendOutcome::Existing(message) => {
+                        AppendOutcome::Existing(message.clone())
+                    }
+                    other => other.clone(),
                 }
-                Some(other) => other.clone(),
-                None => return Err(StoreError::Database(diesel::result::Error::NotFound)),
-            },
+            }
             Settled::Existing(row) => {
                 let reply = row.reply_to_id.and_then(|id| previews.get(&id).cloned());
                 AppendOutcome::Existing(row.into_message(reply))
@@ -962,46 +1043,53 @@ fn outcomes(
 
 #[async_trait]
 impl MessageStore for DieselStore {
-    async fn append_messages(
+    async fn append_message_batches(
         &self,
-        conversation: ConversationId,
-        sends: Vec<NewMessage>,
-    ) -> Result<Vec<AppendOutcome>, StoreError> {
-        if sends.is_empty() {
-            return Ok(Vec::new());
+        batches: Vec<ConversationSends>,
+    ) -> Result<Vec<Result<Vec<AppendOutcome>, StoreError>>, StoreError> {
+        if batches.iter().all(|batch| batch.sends.is_empty()) {
+            return Ok(batches.iter().map(|_| Ok(Vec::new())).collect());
         }
         let now = Timestamp::now().0;
-        let conv = conversation.0;
-        let senders: Vec<i64> = sends.iter().map(|send| send.sender_id.0).collect();
-        let keys: Vec<&str> = sends
-            .iter()
-            .map(|send| send.client_msg_id.as_str())
-            .collect();
+        let mut conversation_ids: Vec<i64> = batches.iter().map(|b| b.conversation.0).collect();
+        conversation_ids.sort_unstable();
+        conversation_ids.dedup();
+        let sends = || batches.iter().flat_map(|batch| &batch.sends);
+        let mut senders: Vec<i64> = sends().map(|send| send.sender_id.0).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let keys: Vec<&str> = sends().map(|send| send.client_msg_id.as_str()).collect();
         with_conn!(self, writer, |conn| {
-            // A concurrent commit elsewhere (another conversation, another node) may insert
-            // the same (sender, clientMsgId) between this transaction's check and insert:
-            // the unique index refuses it, and a second attempt settles it as a replay.
+            // A concurrent commit elsewhere (another node) may insert the same (sender,
+            // clientMsgId) between this transaction's check and insert: the unique index
+            // refuses it, and a second attempt settles it as a replay.
             let mut attempt = 0;
             loop {
                 attempt += 1;
                 let committed = conn
                     .transaction(async |c| {
-                        // Lock the conversation row first: commits for one conversation then run
-                        // one after the other, so the replay check below sees every earlier one.
-                        let locked = lock_conversation!(c, conv);
-                        if locked == 0 {
-                            return Err(StoreError::NotFound);
-                        }
-                        let prior: Vec<MessageRow> = messages::table
+                        // The conversation rows are locked first: commits for one
+                        // conversation then run one after the other (across nodes too),
+                        // so the replay check below sees every earlier one and seq stays
+                        // gap-free. Conversations that do not exist are not returned.
+                        let locked: HashMap<i64, i64> = c
+                            .lock_conversations(conversation_ids.clone())
+                            .await?
+                            .into_iter()
+                            .collect();
+                        let prior_rows: Vec<MessageRow> = messages::table
                             .filter(messages::sender_id.eq_any(&senders))
                             .filter(messages::client_msg_id.eq_any(&keys))
                             .select(MessageRow::as_select())
                             .load(c)
                             .await?;
-                        let reply_ids: Vec<i64> = sends
+                        let prior: HashMap<(i64, &str), &MessageRow> = prior_rows
                             .iter()
+                            .map(|row| ((row.sender_id, row.client_msg_id.as_str()), row))
+                            .collect();
+                        let reply_ids: Vec<i64> = sends()
                             .filter_map(|send| send.reply_to_id.map(|id| id.0))
-                            .chain(prior.iter().filter_map(|row| row.reply_to_id))
+                            .chain(prior_rows.iter().filter_map(|row| row.reply_to_id))
                             .collect();
                         let targets: HashMap<i64, MessageRow> = if reply_ids.is_empty() {
                             HashMap::new()
@@ -1013,43 +1101,79 @@ impl MessageStore for DieselStore {
                                 .await?;
                             rows.into_iter().map(|row| (row.id, row)).collect()
                         };
-                        let (settled, inserts) = settle_batch(conv, &sends, prior, &targets);
 
-                        let mut inserted: Vec<MessageRow> = Vec::new();
-                        if !inserts.is_empty() {
-                            let count = i64::try_from(inserts.len()).unwrap_or(i64::MAX);
-                            // The row lock taken here serialises concurrent commits for one
-                            // conversation (across nodes too), which keeps seq gap-free.
-                            let last_seq: i64 = diesel::update(conversations::table.find(conv))
-                                .set(conversations::last_seq.eq(conversations::last_seq + count))
-                                .returning(conversations::last_seq)
-                                .get_result(c)
-                                .await
-                                .optional()?
-                                .ok_or(StoreError::NotFound)?;
-                            let first_seq = last_seq - count + 1;
-                            let rows: Vec<NewMessageRow> = inserts
-                                .iter()
-                                .zip(first_seq..)
-                                .map(|(&index, seq)| NewMessageRow {
+                        // Each batch's plan: its settlements and the seqs of its inserts,
+                        // or `None` for a conversation that does not exist.
+                        let mut plans = Vec::with_capacity(batches.len());
+                        let mut last_seqs = locked.clone();
+                        let mut claims = Claims::new();
+                        let mut rows: Vec<NewMessageRow> = Vec::new();
+                        for (index, batch) in batches.iter().enumerate() {
+                            let conv = batch.conversation.0;
+                            let Some(last_seq) = last_seqs.get_mut(&conv) else {
+                                plans.push(None);
+                                continue;
+                            };
+                            let (settled, inserts) = settle_batch(
+                                index,
+                                conv,
+                                &batch.sends,
+                                &prior,
+                                &mut claims,
+                                &targets,
+                            );
+                            let first_seq = *last_seq + 1;
+                            *last_seq += i64::try_from(inserts.len()).unwrap_or(i64::MAX);
+                            rows.extend(inserts.iter().zip(first_seq..).map(|(&at, seq)| {
+                                let send = &batch.sends[at];
+                                NewMessageRow {
                                     conversation_id: conv,
                                     seq,
-                                    sender_id: sends[index].sender_id.0,
-                                    client_msg_id: sends[index].client_msg_id.clone(),
-                                    body: Some(sends[index].body.clone()),
-                                    reply_to_id: sends[index].reply_to_id.map(|id| id.0),
+                                    sender_id: send.sender_id.0,
+                                    client_msg_id: send.client_msg_id.clone(),
+                                    body: Some(send.body.clone()),
+                                    reply_to_id: send.reply_to_id.map(|id| id.0),
                                     created_at: now,
-                                })
+                                }
+                            }));
+                            plans.push(Some((settled, first_seq..*last_seq + 1)));
+                        }
+
+                        let mut inserted: HashMap<(i64, i64), MessageRow> = HashMap::new();
+                        if !rows.is_empty() {
+                            let advanced: Vec<(i64, i64)> = last_seqs
+                                .iter()
+                                .filter(|&(id, seq)| locked.get(id) != Some(seq))
+                                .map(|(&id, &seq)| (id, seq))
                                 .collect();
-                            inserted = c.insert_messages(rows).await?;
-                            inserted.sort_by_key(|row| row.seq);
+                            c.set_last_seqs(advanced).await?;
+                            inserted = c
+                                .insert_messages(rows)
+                                .await?
+                                .into_iter()
+                                .map(|row| ((row.conversation_id, row.seq), row))
+                                .collect();
                         }
                         let previews: HashMap<i64, ReplyPreview> = targets
                             .values()
                             .map(|row| (row.id, row.preview()))
                             .collect();
-                        let created = attach_previews(inserted, &previews);
-                        outcomes(settled, created, &previews)
+                        let mut results = Vec::with_capacity(batches.len());
+                        for (batch, plan) in batches.iter().zip(plans) {
+                            let Some((settled, seqs)) = plan else {
+                                results.push(Err(StoreError::NotFound));
+                                continue;
+                            };
+                            let conv = batch.conversation.0;
+                            let created: Vec<MessageRow> = seqs
+                                .map(|seq| inserted.remove(&(conv, seq)))
+                                .collect::<Option<_>>()
+                                .ok_or(StoreError::Database(diesel::result::Error::NotFound))?;
+                            let created = attach_previews(created, &previews);
+                            let outcome = outcomes(settled, created, &results, &previews)?;
+                            results.push(Ok(outcome));
+                        }
+                        Ok(results)
                     })
                     .await;
                 match committed {

@@ -1,7 +1,7 @@
 //! Storage: traits named for domain operations, and their Diesel implementation for
 //! SQLite (embedded, the default) and PostgreSQL (diesel-async, pooled).
 //!
-//! The store is the source of truth for ordering: [`MessageStore::append_messages`]
+//! The store is the source of truth for ordering: [`MessageStore::append_message_batches`]
 //! assigns `seq` inside the same transaction as the insert, so any number of writers
 //! (actors, nodes) get one gap-free sequence per conversation.
 
@@ -123,6 +123,15 @@ pub struct NewMessage {
     pub reply_to_id: Option<MessageId>,
 }
 
+/// One conversation's part of a group commit.
+#[derive(Debug, Clone)]
+pub struct ConversationSends {
+    /// Where the sends go.
+    pub conversation: ConversationId,
+    /// Oldest first: seqs follow this order.
+    pub sends: Vec<NewMessage>,
+}
+
 /// What became of one send in a group commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -139,14 +148,33 @@ pub enum AppendOutcome {
 /// Messages.
 #[async_trait]
 pub trait MessageStore: Send + Sync {
-    /// Stores a batch of sends in one transaction (group commit), assigning consecutive
-    /// seqs. Returns one outcome per send, in order. [`StoreError::NotFound`] when the
-    /// conversation does not exist.
+    /// Stores the sends of several conversations in one transaction (a group commit
+    /// across conversations), giving each conversation consecutive seqs. Returns, per
+    /// batch and in the order given, one outcome per send, or [`StoreError::NotFound`]
+    /// for a conversation that does not exist (the other batches still commit). An error
+    /// for the whole call means nothing was stored, or, when it is
+    /// [`StoreError::Unavailable`], that whether it was is unknown.
+    ///
+    /// A clientMsgId is the sender's across conversations: a second send of it in the
+    /// same call is `Existing` in the same conversation and `ClientMsgIdReused` in another.
+    async fn append_message_batches(
+        &self,
+        batches: Vec<ConversationSends>,
+    ) -> Result<Vec<Result<Vec<AppendOutcome>, StoreError>>, StoreError>;
+    /// Stores one conversation's sends in one transaction: [`Self::append_message_batches`]
+    /// with one batch. [`StoreError::NotFound`] when the conversation does not exist.
     async fn append_messages(
         &self,
         conversation: ConversationId,
         sends: Vec<NewMessage>,
-    ) -> Result<Vec<AppendOutcome>, StoreError>;
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let batch = ConversationSends {
+            conversation,
+            sends,
+        };
+        let mut results = self.append_message_batches(vec![batch]).await?;
+        results.pop().unwrap_or(Err(StoreError::NotFound))
+    }
     /// Up to `limit` messages with seq greater than `after`, in seq order.
     async fn messages_after(
         &self,

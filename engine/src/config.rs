@@ -15,8 +15,12 @@ pub struct Limits {
     pub max_client_msg_id_bytes: usize,
     /// Most messages one `sync` or history page returns.
     pub max_page_size: usize,
-    /// Most sends one group commit writes in a single transaction.
+    /// Most sends one group commit writes in a single transaction (the batches of
+    /// several conversations share one).
     pub max_commit_batch: usize,
+    /// Most group commits running at once on this node. More spreads the sends of busy
+    /// conversations over more transactions; fewer makes each carry more.
+    pub commit_concurrency: usize,
     /// A typing flag lapses this long after its last refresh: clients refresh every few
     /// seconds while the user types, so a vanished client stops "typing" by itself.
     pub typing_ttl: Duration,
@@ -35,6 +39,7 @@ impl Default for Limits {
             max_client_msg_id_bytes: 64,
             max_page_size: 200,
             max_commit_batch: 256,
+            commit_concurrency: 2,
             typing_ttl: Duration::from_secs(6),
             presence_grace: Duration::from_secs(5),
             conversation_idle: Duration::from_secs(300),

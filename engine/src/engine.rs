@@ -20,19 +20,27 @@ use crate::protocol::{
     CallRelayed, CallSignal, ClientCommand, Conversation, ConversationKind, ConversationSummary,
     Message, Presence, PresenceStatus, Reply, SendMessage, ServerEvent,
 };
+use crate::store::group_commit::GroupCommit;
 use crate::store::{NewConversation, NewMessage, Store, Watermark};
 
 /// Hooks through which an embedding app measures the engine (metrics, traces).
 pub trait EngineObserver: Send + Sync + 'static {
-    /// A group commit finished: how many sends it carried, how long the store took, and
-    /// whether it committed.
-    fn commit_finished(&self, sends: usize, elapsed: std::time::Duration, committed: bool);
+    /// A group commit finished: how many conversations and sends it carried, how long the
+    /// store took, and whether it committed.
+    fn commit_finished(
+        &self,
+        conversations: usize,
+        sends: usize,
+        elapsed: std::time::Duration,
+        committed: bool,
+    );
 }
 
 /// What every actor shares: the store, the bus, the limits and the registries.
 pub(crate) struct Core {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) observer: Option<Arc<dyn EngineObserver>>,
+    /// Where conversations commit their sends.
+    pub(crate) commits: Arc<GroupCommit>,
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) limits: Limits,
     pub(crate) users: Arc<UserDirectory>,
@@ -137,8 +145,13 @@ impl EngineBuilder {
         };
         let core = Arc::new(Core {
             announcer: Announcer::new(Arc::clone(&self.store), Arc::clone(&bus)),
+            commits: Arc::new(GroupCommit::new(
+                Arc::clone(&self.store),
+                self.observer,
+                self.limits.commit_concurrency,
+                self.limits.max_commit_batch,
+            )),
             store: self.store,
-            observer: self.observer,
             bus,
             limits: self.limits,
             users,

@@ -195,6 +195,80 @@ async fn a_commit_stored_after_its_timeout_still_reaches_members() {
     watcher.assert_none(QUIET, is_message).await;
 }
 
+/// Records each group commit: (conversations, sends, committed).
+#[derive(Default)]
+struct RecordedCommits(std::sync::Mutex<Vec<(usize, usize, bool)>>);
+
+impl courier_engine::EngineObserver for RecordedCommits {
+    fn commit_finished(&self, conversations: usize, sends: usize, _: Duration, committed: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((conversations, sends, committed));
+    }
+}
+
+/// Sends to many conversations share transactions: while the one commit allowed runs,
+/// every batch that queues behind it goes in the next.
+#[actix_rt::test]
+async fn busy_conversations_share_one_transaction() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let Some(store) = TestStore::new(common::Backend::Postgres).await else {
+        return;
+    };
+    let commits = std::sync::Arc::new(RecordedCommits::default());
+    let limits = Limits {
+        commit_concurrency: 1,
+        ..Limits::default()
+    };
+    let engine = courier_engine::Engine::builder(store.store.clone())
+        .limits(limits)
+        .observer(commits.clone())
+        .build();
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let mut conversations = Vec::new();
+    for _ in 0..20 {
+        conversations.push(group(&store, &engine, ann, &[bob]).await);
+    }
+
+    // The first commit stalls at its insert until the lock is released, and the other
+    // nineteen sends queue meanwhile.
+    let mut admin = AsyncPgConnection::establish(&store.url).await.unwrap();
+    admin
+        .batch_execute("BEGIN; LOCK TABLE messages IN SHARE MODE")
+        .await
+        .unwrap();
+    let sends = conversations.iter().enumerate().map(|(n, &conversation)| {
+        engine.send_message(ann, send(conversation, &format!("k-{n}"), "hello"))
+    });
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        admin.batch_execute("COMMIT").await.unwrap();
+    };
+    let (acks, ()) = tokio::join!(join_all(sends), release);
+
+    for (ack, conversation) in acks.into_iter().zip(&conversations) {
+        let (message, created) = ack.unwrap();
+        assert!(created);
+        assert_eq!(
+            (message.conversation_id, message.seq),
+            (*conversation, Seq(1))
+        );
+    }
+    let commits = commits.0.lock().unwrap().clone();
+    assert_eq!(
+        commits.len(),
+        2,
+        "the stalled one and all the rest: {commits:?}"
+    );
+    assert!(
+        commits
+            .iter()
+            .all(|&(conversations, sends, committed)| { committed && conversations == sends })
+    );
+    assert_eq!(commits.iter().map(|commit| commit.0).sum::<usize>(), 20);
+}
+
 async fn retried_sends_return_the_first_result(store: TestStore) {
     let engine = store.engine(Limits::default());
     let (ann, bob) = (store.user("ann").await, store.user("bob").await);

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     /// Sends per group commit.
     pub commit_batch_size: Histogram,
+    /// Conversations per group commit.
+    pub commit_conversations: Histogram,
     /// Group commits that failed.
     pub commit_failures: IntCounter,
     /// 1 while events reach the other nodes (always, with the in-process bus).
@@ -85,6 +87,13 @@ impl Metrics {
             HistogramOpts::new("commit_batch_size", "Sends written by one group commit")
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )?;
+        let commit_conversations = Histogram::with_opts(
+            HistogramOpts::new(
+                "commit_conversations",
+                "Conversations whose sends one group commit wrote",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )?;
         let commit_failures =
             IntCounter::new("commit_failures_total", "Group commits that failed")?;
         let bus_up = IntGauge::new(
@@ -103,6 +112,7 @@ impl Metrics {
         registry.register(Box::new(bus_events.clone()))?;
         registry.register(Box::new(store_commit_seconds.clone()))?;
         registry.register(Box::new(commit_batch_size.clone()))?;
+        registry.register(Box::new(commit_conversations.clone()))?;
         registry.register(Box::new(commit_failures.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
@@ -122,6 +132,7 @@ impl Metrics {
             http_responses,
             store_commit_seconds,
             commit_batch_size,
+            commit_conversations,
             commit_failures,
             bus_up,
             bus_events,
@@ -159,9 +170,16 @@ impl Metrics {
 }
 
 impl courier_engine::EngineObserver for Metrics {
-    fn commit_finished(&self, sends: usize, elapsed: std::time::Duration, committed: bool) {
+    fn commit_finished(
+        &self,
+        conversations: usize,
+        sends: usize,
+        elapsed: std::time::Duration,
+        committed: bool,
+    ) {
         self.store_commit_seconds.observe(elapsed.as_secs_f64());
         self.commit_batch_size.observe(sends as f64);
+        self.commit_conversations.observe(conversations as f64);
         if !committed {
             self.commit_failures.inc();
         }

@@ -163,10 +163,9 @@ impl ConversationActor {
         let batch: Vec<PendingSend> = self.queued.drain(..take).collect();
         let sends: Vec<NewMessage> = batch.iter().map(|pending| pending.send.clone()).collect();
         let store = Arc::clone(&self.core.store);
+        let commits = Arc::clone(&self.core.commits);
         let id = self.id;
         self.committing = true;
-        let size = sends.len();
-        let started = Instant::now();
         let catch_up_after = self.unsure.then_some(self.published_seq);
         let commit = async move {
             // What an unanswered commit stored goes out before anything newer, so the
@@ -181,7 +180,7 @@ impl ConversationActor {
             let outcomes = if sends.is_empty() {
                 Ok(Vec::new())
             } else {
-                store.append_messages(id, sends).await
+                commits.append(id, sends).await
             };
             (missed, outcomes)
         };
@@ -190,11 +189,6 @@ impl ConversationActor {
                 .into_actor(self)
                 .map(move |(missed, result), actor, ctx| {
                     actor.committing = false;
-                    if let Some(observer) = &actor.core.observer
-                        && size > 0
-                    {
-                        observer.commit_finished(size, started.elapsed(), result.is_ok());
-                    }
                     match missed {
                         Some(missed) => {
                             actor.unsure = false;

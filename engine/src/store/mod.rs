@@ -6,6 +6,7 @@
 //! (actors, nodes) get one gap-free sequence per conversation.
 
 mod diesel;
+pub(crate) mod group_commit;
 mod models;
 pub(crate) mod schema;
 

@@ -16,8 +16,10 @@ use courier_engine::{CreateConversation, Engine, Timestamp};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 
-/// Sends in flight per conversation: what a busy conversation queues during one commit.
-const IN_FLIGHT_PER_CONVERSATION: usize = 64;
+/// (conversations, sends in flight per conversation): one busy conversation queueing
+/// during each commit, many of them, and many conversations each with a few sends in
+/// flight (the load generator's `pairs`, where commits are grouped across conversations).
+const CASES: [(usize, usize); 3] = [(1, 64), (100, 64), (500, 8)];
 
 async fn engine_on(url: &str) -> Engine {
     let store = DieselStore::connect(StoreConfig::new(url))
@@ -26,7 +28,12 @@ async fn engine_on(url: &str) -> Engine {
     Engine::builder(Arc::new(store)).build()
 }
 
-async fn run(engine: &Engine, conversations: usize, sends: u64, round: u64) -> Duration {
+async fn run(
+    engine: &Engine,
+    (conversations, in_flight): (usize, usize),
+    sends: u64,
+    round: u64,
+) -> Duration {
     let store = engine.store();
     let stamp = format!("{round}-{}", rand::random::<u32>());
     let make = |name: String| NewUser {
@@ -64,7 +71,7 @@ async fn run(engine: &Engine, conversations: usize, sends: u64, round: u64) -> D
         );
     }
     let started = Instant::now();
-    let window = IN_FLIGHT_PER_CONVERSATION * conversations;
+    let window = in_flight * conversations;
     futures_util::stream::iter(0..sends)
         .map(|n| {
             let send = SendMessage {
@@ -102,8 +109,8 @@ fn persist(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(1));
     for (backend, url) in &targets {
-        for conversations in [1usize, 100] {
-            let id = BenchmarkId::new(*backend, format!("{conversations}-conversations"));
+        for case in CASES {
+            let id = BenchmarkId::new(*backend, format!("{}-conversations", case.0));
             group.bench_function(id, |b| {
                 let mut round = 0;
                 b.iter_custom(|iters| {
@@ -111,7 +118,7 @@ fn persist(c: &mut Criterion) {
                     let url = url.clone();
                     System::new().block_on(async move {
                         let engine = engine_on(&url).await;
-                        run(&engine, conversations, iters, round).await
+                        run(&engine, case, iters, round).await
                     })
                 });
             });

@@ -18,8 +18,9 @@ pub struct Limits {
     /// Most sends one group commit writes in a single transaction (the batches of
     /// several conversations share one).
     pub max_commit_batch: usize,
-    /// Most group commits running at once on this node. More spreads the sends of busy
-    /// conversations over more transactions; fewer makes each carry more.
+    /// Most group commits running at once on this node (never more than the store can
+    /// run side by side: one on SQLite). More spreads the sends of busy conversations over
+    /// more transactions; fewer makes each carry more.
     pub commit_concurrency: usize,
     /// A typing flag lapses this long after its last refresh: clients refresh every few
     /// seconds while the user types, so a vanished client stops "typing" by itself.

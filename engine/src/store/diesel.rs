@@ -110,6 +110,8 @@ struct SqlitePools {
 pub struct DieselStore {
     backend: Backend,
     query_timeout: Duration,
+    /// Connections of the PostgreSQL pool (SQLite: readers).
+    pool_size: u32,
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -261,6 +263,7 @@ impl DieselStore {
         Ok(Self {
             backend,
             query_timeout: config.query_timeout,
+            pool_size: config.pool_size.max(1),
         })
     }
 
@@ -1405,5 +1408,13 @@ impl Store for DieselStore {
             conn.batch_execute("SELECT 1").await?;
             Ok(())
         })
+    }
+
+    fn concurrent_writers(&self) -> usize {
+        match &self.backend {
+            Backend::Postgres(_) => self.pool_size as usize,
+            // One writer connection: a second group commit would queue for it.
+            Backend::Sqlite(_) => 1,
+        }
     }
 }

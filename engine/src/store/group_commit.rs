@@ -54,13 +54,13 @@ impl GroupCommit {
         max_sends: usize,
     ) -> Self {
         Self {
+            concurrency: concurrency.min(store.concurrent_writers()).max(1),
             store,
             observer,
             queue: Mutex::new(Queue {
                 waiting: VecDeque::new(),
                 running: 0,
             }),
-            concurrency: concurrency.max(1),
             max_sends: max_sends.max(1),
         }
     }

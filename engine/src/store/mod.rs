@@ -239,4 +239,10 @@ pub trait TokenStore: Send + Sync {
 pub trait Store: UserStore + ConversationStore + MessageStore + TokenStore + 'static {
     /// Succeeds when the store answers a trivial query (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Most write transactions that make progress side by side: more group commits at
+    /// once would only wait for a connection (and could time out there), so the engine
+    /// runs at most this many.
+    fn concurrent_writers(&self) -> usize {
+        usize::MAX
+    }
 }

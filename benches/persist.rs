@@ -70,6 +70,24 @@ async fn run(
                 .id,
         );
     }
+    // One send to each first, untimed: the conversations' actors start and load their
+    // members now, so the timed sends measure steady state, not start-up.
+    futures_util::future::join_all(ids.iter().enumerate().map(|(n, &conversation_id)| {
+        engine.send_message(
+            ann,
+            SendMessage {
+                conversation_id,
+                client_msg_id: format!("{stamp}-warm-{n}"),
+                body: "warm-up".into(),
+                reply_to_id: None,
+            },
+        )
+    }))
+    .await
+    .into_iter()
+    .for_each(|acked| {
+        acked.expect("acked");
+    });
     let started = Instant::now();
     let window = in_flight * conversations;
     futures_util::stream::iter(0..sends)

@@ -1129,18 +1129,27 @@ async fn one_serialisation_is_shared_by_all_recipients(store: TestStore) {
     assert_eq!(a.name(), "message:received");
 }
 
+/// A send as the store takes it, its body named after its key.
+fn new_message(
+    sender: UserId,
+    key: &str,
+    reply_to_id: Option<courier_engine::MessageId>,
+) -> courier_engine::store::NewMessage {
+    courier_engine::store::NewMessage {
+        sender_id: sender,
+        client_msg_id: key.into(),
+        body: format!("body {key}"),
+        reply_to_id,
+    }
+}
+
 async fn group_commit_settles_every_send_of_a_batch(store: TestStore) {
-    use courier_engine::store::{AppendOutcome, MessageStore, NewMessage};
+    use courier_engine::store::{AppendOutcome, MessageStore};
     let engine = store.engine(Limits::default());
     let (ann, bob) = (store.user("ann").await, store.user("bob").await);
     let conversation = group(&store, &engine, ann, &[bob]).await;
     let other = group(&store, &engine, ann, &[bob]).await;
-    let new = |sender, key: &str, reply| NewMessage {
-        sender_id: sender,
-        client_msg_id: key.into(),
-        body: format!("body {key}"),
-        reply_to_id: reply,
-    };
+    let new = new_message;
     let first = store
         .store
         .append_messages(other, vec![new(ann, "elsewhere", None)])
@@ -1190,17 +1199,12 @@ async fn group_commit_settles_every_send_of_a_batch(store: TestStore) {
 }
 
 async fn one_commit_settles_the_batches_of_several_conversations(store: TestStore) {
-    use courier_engine::store::{AppendOutcome, ConversationSends, MessageStore, NewMessage};
+    use courier_engine::store::{AppendOutcome, ConversationSends, MessageStore};
     let engine = store.engine(Limits::default());
     let (ann, bob) = (store.user("ann").await, store.user("bob").await);
     let first = group(&store, &engine, ann, &[bob]).await;
     let second = group(&store, &engine, ann, &[bob]).await;
-    let new = |sender, key: &str| NewMessage {
-        sender_id: sender,
-        client_msg_id: key.into(),
-        body: format!("body {key}"),
-        reply_to_id: None,
-    };
+    let new = |sender, key: &str| new_message(sender, key, None);
     let stored = store
         .store
         .append_messages(second, vec![new(bob, "earlier")])

@@ -161,19 +161,3 @@ impl GroupCommit {
         taken
     }
 }
-
-impl StoreError {
-    /// The same failure, for each of the callers that shared a transaction.
-    fn for_each_caller(&self) -> Self {
-        match self {
-            Self::Conflict(reason) => Self::Conflict(reason.clone()),
-            Self::NotFound => Self::NotFound,
-            Self::Unavailable(reason) => Self::Unavailable(reason.clone()),
-            Self::Migration(reason) => Self::Migration(reason.clone()),
-            // diesel's error is not `Clone`; the callers need its words, not its kind.
-            Self::Database(error) => Self::Database(diesel::result::Error::QueryBuilderError(
-                error.to_string().into(),
-            )),
-        }
-    }
-}

@@ -62,6 +62,11 @@ pub struct Config {
     pub ws_max_frame_bytes: usize,
     /// Frames a session may have queued towards its client before back-pressure applies.
     pub outbound_queue_capacity: usize,
+    /// Most sends one transaction of the group commit writes (the sends of several
+    /// conversations share one).
+    pub max_commit_batch: usize,
+    /// Most group commits running at once on this node; SQLite always runs one.
+    pub commit_concurrency: usize,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// Origins allowed to call the API from a browser (CORS); empty allows none.
@@ -110,6 +115,8 @@ impl Default for Config {
             max_json_body_bytes: 64 * 1024,
             ws_max_frame_bytes: 64 * 1024,
             outbound_queue_capacity: 1024,
+            max_commit_batch: 256,
+            commit_concurrency: 2,
             log_format: LogFormat::Text,
             cors_allowed_origins: Vec::new(),
             auth_requests_per_minute: 20,

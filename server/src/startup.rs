@@ -57,6 +57,8 @@ impl Application {
         let store = open_store(&config).await?;
         let limits = Limits {
             outbound_queue_capacity: config.outbound_queue_capacity,
+            max_commit_batch: config.max_commit_batch,
+            commit_concurrency: config.commit_concurrency,
             presence_grace: Duration::from_millis(config.presence_grace_ms),
             ..Limits::default()
         };

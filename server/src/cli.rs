@@ -91,7 +91,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Builds the configuration: defaults, TOML, then variables and flags.
+    /// Builds the configuration: defaults, TOML, then variables and flags, and checks it
+    /// ([`Config::validate`]).
     pub fn into_config(self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::from_toml_file(path)?,
@@ -147,6 +148,7 @@ impl Settings {
                 }]
             };
         }
+        config.validate()?;
         Ok(config)
     }
 }

@@ -131,12 +131,83 @@ impl Default for Config {
 /// The shortest JWT secret accepted in production, in bytes.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// The work factors bcrypt accepts (the crate refuses others at hashing time, and does
+/// not export its bounds).
+pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=31;
+
+/// The shortest presence lifetime: a node heartbeats three times per lifetime, and more
+/// often than every 100 ms would load Redis for nothing.
+pub const MIN_PRESENCE_TTL_MS: u64 = 300;
+
+/// The smallest outbound queue: room for a burst of a chat message, its receipt and a
+/// typing event.
+pub const MIN_OUTBOUND_QUEUE_CAPACITY: u64 = 4;
+
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
         toml::from_str(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    }
+
+    /// Refuses settings the server cannot run with, naming every one at once: a zero
+    /// rate, batch or size would otherwise be raised silently or refuse every request,
+    /// and a bcrypt cost out of range would fail every registration.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        let mut at_least = |key: &str, value: u64, minimum: u64| {
+            if value < minimum {
+                problems.push(format!("{key} must be at least {minimum} (got {value})"));
+            }
+        };
+        at_least("presence_ttl_ms", self.presence_ttl_ms, MIN_PRESENCE_TTL_MS);
+        at_least("access_token_ttl_s", self.access_token_ttl_s, 1);
+        at_least("refresh_token_ttl_s", self.refresh_token_ttl_s, 1);
+        at_least("max_json_body_bytes", self.max_json_body_bytes as u64, 1);
+        at_least("ws_max_frame_bytes", self.ws_max_frame_bytes as u64, 1);
+        at_least(
+            "outbound_queue_capacity",
+            self.outbound_queue_capacity as u64,
+            MIN_OUTBOUND_QUEUE_CAPACITY,
+        );
+        at_least("max_commit_batch", self.max_commit_batch as u64, 1);
+        at_least("commit_concurrency", self.commit_concurrency as u64, 1);
+        at_least(
+            "auth_requests_per_minute",
+            self.auth_requests_per_minute.into(),
+            1,
+        );
+        at_least("sends_per_second", self.sends_per_second.into(), 1);
+        at_least("ws_frames_per_second", self.ws_frames_per_second.into(), 1);
+        if !BCRYPT_COSTS.contains(&self.bcrypt_cost) {
+            problems.push(format!(
+                "bcrypt_cost must be between {} and {} (got {})",
+                BCRYPT_COSTS.start(),
+                BCRYPT_COSTS.end(),
+                self.bcrypt_cost
+            ));
+        }
+        for (index, server) in self.ice_servers.iter().enumerate() {
+            if server.urls.is_empty() {
+                problems.push(format!("ice_servers[{index}] has no urls"));
+            }
+            for url in &server.urls {
+                if !["stun:", "turn:", "turns:"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                {
+                    problems.push(format!(
+                        "ice_servers[{index}]: {url:?} is not a stun:, turn: or turns: URL"
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid configuration: {}", problems.join("; "))
+        }
     }
 
     /// The database URL, defaulting to `courier.sqlite3` in the data directory.
@@ -234,6 +305,46 @@ mod tests {
         assert_eq!(first.expose_secret(), second.expose_secret());
         assert!(first.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
         assert!(!format!("{config:?}").contains(first.expose_secret()));
+    }
+
+    #[test]
+    fn settings_the_server_cannot_run_with_are_refused_by_name() {
+        assert!(Config::default().validate().is_ok());
+        let broken = Config {
+            sends_per_second: 0,
+            max_commit_batch: 0,
+            commit_concurrency: 0,
+            outbound_queue_capacity: 3,
+            bcrypt_cost: 3,
+            presence_ttl_ms: 299,
+            ice_servers: vec![IceServer {
+                urls: vec!["http://turn.example.com".into()],
+                username: None,
+                credential: None,
+            }],
+            ..Config::default()
+        };
+        let message = broken.validate().unwrap_err().to_string();
+        for expected in [
+            "sends_per_second must be at least 1 (got 0)",
+            "max_commit_batch must be at least 1 (got 0)",
+            "commit_concurrency must be at least 1 (got 0)",
+            "outbound_queue_capacity must be at least 4 (got 3)",
+            "bcrypt_cost must be between 4 and 31 (got 3)",
+            "presence_ttl_ms must be at least 300 (got 299)",
+            "ice_servers[0]: \"http://turn.example.com\" is not a stun:, turn: or turns: URL",
+        ] {
+            assert!(
+                message.contains(expected),
+                "{expected:?} missing from {message:?}"
+            );
+        }
+        let loadgen = Config::from_toml_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../benches/loadgen/server.toml"
+        )))
+        .unwrap();
+        assert!(loadgen.validate().is_ok());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `courier`: the reference server.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use courier_server::cli::{Cli, Command};
 use courier_server::startup::{Application, open_store};
@@ -11,8 +13,19 @@ use courier_server::startup::{Application, open_store};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[actix_web::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The cause chain on one line; not anyhow's `Debug`, which adds a backtrace
+            // whenever RUST_BACKTRACE is set, for what is a configuration mistake.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     if matches!(command, Command::Openapi) {
         print!("{}", courier_server::openapi::json());

@@ -1,0 +1,70 @@
+//! A server that cannot start says why on one line and exits with status 1, before it
+//! touches its data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn courier(data_dir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+    command
+        .arg("serve")
+        .env("COURIER_LISTEN", "127.0.0.1:0")
+        .env("COURIER_DATA_DIR", data_dir)
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("DATABASE_URL")
+        .env_remove("COURIER_DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("COURIER_REDIS_URL")
+        .env_remove("COURIER_CONFIG")
+        .env_remove("COURIER_BCRYPT_COST");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("courier runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_config_file_is_named_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let missing = dir.path().join("missing.toml");
+    let output = courier(&data, &[("COURIER_CONFIG", missing.to_str().unwrap())]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr(&output);
+    assert!(
+        stderr.starts_with(&format!("error: reading {}: ", missing.display())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!data.exists());
+}
+
+#[test]
+fn invalid_settings_are_all_named_and_nothing_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("courier.toml");
+    std::fs::write(&config, "sends_per_second = 0\nmax_commit_batch = 0\n").unwrap();
+    let output = courier(
+        &data,
+        &[
+            ("COURIER_CONFIG", config.to_str().unwrap()),
+            ("COURIER_BCRYPT_COST", "40"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr(&output);
+    assert_eq!(
+        stderr.trim_end(),
+        "error: invalid configuration: max_commit_batch must be at least 1 (got 0); \
+         sends_per_second must be at least 1 (got 0); \
+         bcrypt_cost must be between 4 and 31 (got 40)"
+    );
+    assert!(!data.exists());
+}

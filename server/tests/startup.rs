@@ -1,10 +1,20 @@
 //! A server that cannot start says why on one line and exits with status 1, before it
-//! touches its data directory.
+//! touches its data directory; one that runs keeps its error log for its own errors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::{Node, NodeSpec};
 
 fn courier(data_dir: &Path, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
@@ -67,4 +77,44 @@ fn invalid_settings_are_all_named_and_nothing_starts() {
          bcrypt_cost must be between 4 and 31 (got 40)"
     );
     assert!(!data.exists());
+}
+
+/// Malformed HTTP is answered 400 and is no error of the server's: actix-http would log
+/// each at error level, so any client could fill the error log.
+#[actix_rt::test]
+async fn malformed_requests_get_400_and_leave_no_error_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("courier.sqlite3");
+    let node = Node::start(NodeSpec::new(database.to_str().unwrap()));
+    for request in [
+        &b"GARBAGE \x01\x02\r\n\r\n"[..],
+        b"GET /api/v1/health HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+    ] {
+        let mut socket = TcpStream::connect(("127.0.0.1", node.api.port)).unwrap();
+        socket.write_all(request).unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+    }
+    let health = node
+        .api
+        .http
+        .get(node.api.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let logs = node.logs();
+    // The health request's log line is written before its answer: the log is caught up.
+    assert!(logs.iter().any(|line| line.contains("/api/v1/health")));
+    let errors: Vec<&String> = logs
+        .iter()
+        .filter(|line| {
+            serde_json::from_str::<Value>(line).map_or(true, |entry| entry["level"] == "ERROR")
+        })
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }

@@ -46,8 +46,11 @@ enum State {
 
 struct PendingSend {
     send: NewMessage,
-    reply: oneshot::Sender<Result<Posted, EngineError>>,
+    reply: PostReply,
 }
+
+/// Where a send's result goes.
+type PostReply = oneshot::Sender<Result<Posted, EngineError>>;
 
 /// The result of a send.
 #[derive(Debug, Clone)]
@@ -160,8 +163,12 @@ impl ConversationActor {
             .queued
             .len()
             .min(self.core.limits.max_commit_batch.max(1));
-        let batch: Vec<PendingSend> = self.queued.drain(..take).collect();
-        let sends: Vec<NewMessage> = batch.iter().map(|pending| pending.send.clone()).collect();
+        // The sends go to the store and the replies stay here: nothing is copied.
+        let (sends, replies): (Vec<NewMessage>, Vec<PostReply>) = self
+            .queued
+            .drain(..take)
+            .map(|pending| (pending.send, pending.reply))
+            .unzip();
         let store = Arc::clone(&self.core.store);
         let commits = Arc::clone(&self.core.commits);
         let id = self.id;
@@ -207,7 +214,7 @@ impl ConversationActor {
                         }
                         None => {}
                     }
-                    actor.settle(ctx, batch, result);
+                    actor.settle(ctx, replies, result);
                     if actor.unsure {
                         ctx.run_later(CATCH_UP_AFTER, |actor, ctx| actor.commit_queued(ctx));
                     }
@@ -232,23 +239,23 @@ impl ConversationActor {
     fn settle(
         &mut self,
         ctx: &mut Context<Self>,
-        batch: Vec<PendingSend>,
+        replies: Vec<PostReply>,
         result: Result<Vec<AppendOutcome>, StoreError>,
     ) {
         let outcomes = match result {
             Ok(outcomes) => outcomes,
             Err(error) => {
-                tracing::warn!(%error, conversation = %self.id, sends = batch.len(), "group commit failed");
+                tracing::warn!(%error, conversation = %self.id, sends = replies.len(), "group commit failed");
                 // Only a refusal is a definite "nothing stored"; after anything else the
                 // commit may have landed.
                 self.unsure |= !matches!(error, StoreError::NotFound);
-                for pending in batch {
-                    let _ = pending.reply.send(Err(commit_error(&error, self.id)));
+                for reply in replies {
+                    let _ = reply.send(Err(commit_error(&error, self.id)));
                 }
                 return;
             }
         };
-        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        for (post_reply, outcome) in replies.into_iter().zip(outcomes) {
             let reply = match outcome {
                 AppendOutcome::Created(message) => {
                     self.stop_typing(ctx, message.sender_id);
@@ -274,7 +281,7 @@ impl ConversationActor {
                     "clientMsgId was already used for another conversation".into(),
                 )),
             };
-            let _ = pending.reply.send(reply);
+            let _ = post_reply.send(reply);
         }
     }
 

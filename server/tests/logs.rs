@@ -8,62 +8,25 @@
 #[path = "api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use helpers::Api;
 use serde_json::{Value, json};
+use support::{Node, NodeSpec};
 
 const SECRET: &str = "log-test-secret-log-test-secret-log!";
 
 #[actix_rt::test]
 async fn secrets_never_appear_in_the_logs() {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .arg("serve")
-        .env("COURIER_LISTEN", "127.0.0.1:0")
-        .env("COURIER_DATA_DIR", data.path())
-        .env("COURIER_JWT_SECRET", SECRET)
-        .env("COURIER_BCRYPT_COST", "4")
-        .env("COURIER_LOG_FORMAT", "json")
-        .env("RUST_LOG", "trace")
-        .env_remove("DATABASE_URL")
-        .env_remove("COURIER_DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env_remove("COURIER_REDIS_URL")
-        .env_remove("COURIER_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("courier starts");
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (port_tx, port_rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let captured = Arc::clone(&lines);
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                && entry["fields"]["message"] == "courier listening"
-            {
-                let _ = port_tx.send(entry["fields"]["port"].as_u64().unwrap());
-            }
-            captured.lock().unwrap().push(line);
-        }
-    });
-    let mut stderr = child.stderr.take().unwrap();
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("courier listens");
-    let api = Api::new(u16::try_from(port).unwrap());
+    let mut node = Node::start(
+        NodeSpec::new("")
+            .set("COURIER_JWT_SECRET", SECRET)
+            .set("RUST_LOG", "trace"),
+    );
+    let api = &node.api;
+    let port = api.port;
 
     let password = "log-test-password-ann";
     let other_password = "log-test-password-bob";
@@ -229,16 +192,8 @@ async fn secrets_never_appear_in_the_logs() {
     assert_eq!(status, 204);
 
     // A graceful stop flushes everything the process had to say.
-    let stopped = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let _ = child.wait();
-    reader.join().unwrap();
-    let stderr = errors.join().unwrap();
-
-    let lines = lines.lock().unwrap();
+    node.terminate();
+    let lines = node.logs();
     let logs = lines.join("\n");
     let requests = lines
         .iter()
@@ -257,7 +212,6 @@ async fn secrets_never_appear_in_the_logs() {
             .collect();
         for piece in pieces {
             assert!(!logs.contains(piece), "{piece} is in the logs:\n{logs}");
-            assert!(!stderr.contains(piece), "{piece} is on stderr:\n{stderr}");
         }
     }
 }

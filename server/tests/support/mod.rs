@@ -60,6 +60,8 @@ pub struct Node {
     child: Option<Child>,
     data: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The threads draining the child's stdout and stderr into `logs`.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Node {
@@ -76,6 +78,7 @@ impl Node {
             child: None,
             data,
             logs: Arc::default(),
+            readers: Vec::new(),
         };
         node.spawn();
         node
@@ -120,7 +123,7 @@ impl Node {
         let logs = Arc::clone(&self.logs);
         // Reads the log for the "listening" line, then keeps draining it so the child
         // never blocks on a full pipe.
-        std::thread::spawn(move || {
+        let stdout_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(entry) = serde_json::from_str::<Value>(&line)
                     && entry["fields"]["message"] == "courier listening"
@@ -132,11 +135,12 @@ impl Node {
         });
         let mut stderr = child.stderr.take().unwrap();
         let logs = Arc::clone(&self.logs);
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut text = String::new();
             let _ = stderr.read_to_string(&mut text);
             logs.lock().unwrap().extend(text.lines().map(str::to_owned));
         });
+        self.readers = vec![stdout_reader, stderr_reader];
         self.child = Some(child);
         listening
             .recv_timeout(Duration::from_secs(60))
@@ -149,6 +153,7 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.join_readers();
     }
 
     /// SIGTERM, and waits for the process to exit.
@@ -160,6 +165,14 @@ impl Node {
                 .unwrap();
             assert!(status.success());
             let _ = child.wait();
+        }
+        self.join_readers();
+    }
+
+    /// Once the process is gone: its last lines are in `logs`.
+    fn join_readers(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
         }
     }
 
@@ -175,7 +188,7 @@ impl Node {
         kib * 1024
     }
 
-    /// Every log line so far, stdout and stderr.
+    /// Every log line so far, stdout and stderr; all of them once the node is stopped.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }

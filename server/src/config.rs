@@ -156,6 +156,13 @@ impl Config {
     /// and a bcrypt cost out of range would fail every registration.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
+        // Resolved as the bind will resolve it, so a host name is fine here too.
+        if let Err(error) = std::net::ToSocketAddrs::to_socket_addrs(self.listen.as_str()) {
+            problems.push(format!(
+                "listen must be an address and port such as 127.0.0.1:8080 (got {:?}: {error})",
+                self.listen
+            ));
+        }
         let mut at_least = |key: &str, value: u64, minimum: u64| {
             if value < minimum {
                 problems.push(format!("{key} must be at least {minimum} (got {value})"));

@@ -66,13 +66,17 @@ fn invalid_settings_are_all_named_and_nothing_starts() {
         &[
             ("COURIER_CONFIG", config.to_str().unwrap()),
             ("COURIER_BCRYPT_COST", "40"),
+            ("COURIER_LISTEN", "bogus"),
         ],
     );
     assert_eq!(output.status.code(), Some(1));
     let stderr = stderr(&output);
     assert_eq!(
         stderr.trim_end(),
-        "error: invalid configuration: max_commit_batch must be at least 1 (got 0); \
+        "error: invalid configuration: \
+         listen must be an address and port such as 127.0.0.1:8080 \
+         (got \"bogus\": invalid socket address); \
+         max_commit_batch must be at least 1 (got 0); \
          sends_per_second must be at least 1 (got 0); \
          bcrypt_cost must be between 4 and 31 (got 40)"
     );

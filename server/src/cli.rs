@@ -91,8 +91,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Builds the configuration: defaults, TOML, then variables and flags, and checks it
-    /// ([`Config::validate`]).
+    /// Builds the configuration: defaults, TOML, then variables and flags.
     pub fn into_config(self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::from_toml_file(path)?,
@@ -148,7 +147,6 @@ impl Settings {
                 }]
             };
         }
-        config.validate()?;
         Ok(config)
     }
 }

@@ -51,8 +51,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<DieselStore> {
 }
 
 impl Application {
-    /// Opens the store, builds the engine and binds the listener (port 0 picks one).
+    /// Checks the settings ([`Config::validate`]), opens the store, builds the engine and
+    /// binds the listener (port 0 picks one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Before anything is opened or written: a bad setting changes nothing.
+        config.validate()?;
         let secret = config.resolve_jwt_secret()?;
         let store = open_store(&config).await?;
         let limits = Limits {
@@ -67,7 +70,7 @@ impl Application {
         let redis_bus = Arc::new(OnceLock::new());
         if !config.redis_url.is_empty() {
             let bus_config = RedisBusConfig {
-                presence_ttl: Duration::from_millis(config.presence_ttl_ms.max(300)),
+                presence_ttl: Duration::from_millis(config.presence_ttl_ms),
                 ..RedisBusConfig::new(config.redis_url.clone())
             };
             // Checked here so that a malformed URL stops the start with a clear error.

@@ -53,6 +53,8 @@ on_both_stores!(
     leaving_a_room_stops_its_events_for_that_session,
     calls_are_relayed_between_contacts_only,
     conversations_and_membership,
+    membership_changes_apply_in_the_order_they_come,
+    concurrent_edits_end_on_what_is_stored,
     one_serialisation_is_shared_by_all_recipients,
     a_burst_reaches_a_session_in_one_wake_up_in_order,
     group_commit_settles_every_send_of_a_batch,
@@ -1028,6 +1030,108 @@ async fn conversations_and_membership(store: TestStore) {
         "most recent activity first"
     );
     assert_eq!(listed.len(), 2);
+}
+
+async fn membership_changes_apply_in_the_order_they_come(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob, cat) = (
+        store.user("ann").await,
+        store.user("bob").await,
+        store.user("cat").await,
+    );
+    let team = group(&store, &engine, ann, &[bob]).await;
+    let member_ids = |conversation: courier_engine::protocol::Conversation| {
+        let mut ids: Vec<UserId> = conversation.members.iter().map(|m| m.user_id).collect();
+        ids.sort();
+        ids
+    };
+
+    // The owner removes bob; bob, not yet told, adds cat. Both reach the conversation in
+    // that order, so bob is no longer a member when his request is checked.
+    let (removed, added) = tokio::join!(
+        engine.remove_member(ann, team, bob),
+        engine.add_member(bob, team, cat)
+    );
+    assert!(removed.unwrap());
+    assert!(
+        matches!(added, Err(EngineError::ConversationNotFound(_))),
+        "a removed member adds nobody: {added:?}"
+    );
+    assert_eq!(
+        member_ids(engine.conversation(ann, team).await.unwrap()),
+        vec![ann]
+    );
+
+    // Added and removed again at once: the later request wins.
+    let mut ann_client = TestClient::connect(&engine, ann).await;
+    let (added, removed) = tokio::join!(
+        engine.add_member(ann, team, cat),
+        engine.remove_member(ann, team, cat)
+    );
+    assert!(added.unwrap());
+    assert!(removed.unwrap());
+    assert_eq!(
+        member_ids(engine.conversation(ann, team).await.unwrap()),
+        vec![ann]
+    );
+    let joined = ann_client
+        .next_where(|e| matches!(e, ServerEvent::MemberJoined(_) | ServerEvent::MemberLeft(_)))
+        .await;
+    assert!(matches!(joined, ServerEvent::MemberJoined(c) if c.user_id == cat));
+    let left = ann_client
+        .next_where(|e| matches!(e, ServerEvent::MemberJoined(_) | ServerEvent::MemberLeft(_)))
+        .await;
+    assert!(matches!(left, ServerEvent::MemberLeft(c) if c.user_id == cat));
+}
+
+async fn concurrent_edits_end_on_what_is_stored(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let ann_client = TestClient::connect(&engine, ann).await;
+    let mut bob_client = TestClient::connect(&engine, bob).await;
+    let original = ann_client.send(conversation, "c1", "draft").await;
+    bob_client.next_message().await;
+
+    const EDITS: usize = 8;
+    let edits = (0..EDITS).map(|n| engine.edit_message(ann, original.id, format!("take {n}")));
+    let mut answered: Vec<String> = join_all(edits)
+        .await
+        .into_iter()
+        .map(|edited| edited.unwrap().body.unwrap())
+        .collect();
+
+    let mut heard = Vec::new();
+    for _ in 0..EDITS {
+        match bob_client
+            .next_where(|e| matches!(e, ServerEvent::MessageEdited(_)))
+            .await
+        {
+            ServerEvent::MessageEdited(message) => heard.push(message),
+            other => unreachable!("{other:?}"),
+        }
+    }
+    let stored = engine
+        .history(bob, conversation, HistoryPage::default())
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        heard.last(),
+        stored.first(),
+        "the last edit members hear is the one stored"
+    );
+    assert!(
+        heard
+            .windows(2)
+            .all(|pair| pair[0].edited_at <= pair[1].edited_at),
+        "edits are heard in the order they were applied: {heard:?}"
+    );
+    let mut bodies: Vec<String> = heard.into_iter().filter_map(|m| m.body).collect();
+    bodies.sort();
+    answered.sort();
+    assert_eq!(bodies, answered, "every edit is heard once");
 }
 
 /// A transport that records each wake-up's events and reports them written.

@@ -408,6 +408,9 @@ pub(crate) enum MessageChange {
 }
 
 /// Change a message of this conversation (only its sender may).
+///
+/// Handled atomically, like [`ChangeMembership`]: two changes of one message finish in
+/// the order they came, so the last event members hear matches what is stored.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Message, EngineError>")]
 pub(crate) struct ModifyMessage {
@@ -417,7 +420,7 @@ pub(crate) struct ModifyMessage {
 }
 
 impl Handler<ModifyMessage> for ConversationActor {
-    type Result = ResponseActFuture<Self, Result<Message, EngineError>>;
+    type Result = AtomicResponse<Self, Result<Message, EngineError>>;
 
     fn handle(&mut self, msg: ModifyMessage, _ctx: &mut Self::Context) -> Self::Result {
         let roster = self.roster_for(msg.user).map(|_| ());
@@ -450,16 +453,18 @@ impl Handler<ModifyMessage> for ConversationActor {
                 other => other.into(),
             })
         };
-        Box::pin(change.into_actor(self).map(|changed, actor, _| {
-            let message = changed?;
-            let event = if message.deleted_at.is_some() {
-                ServerEvent::MessageDeleted(message.clone())
-            } else {
-                ServerEvent::MessageEdited(message.clone())
-            };
-            actor.publish(event, None);
-            Ok(message)
-        }))
+        AtomicResponse::new(Box::pin(change.into_actor(self).map(
+            |changed, actor, _| {
+                let message = changed?;
+                let event = if message.deleted_at.is_some() {
+                    ServerEvent::MessageDeleted(message.clone())
+                } else {
+                    ServerEvent::MessageEdited(message.clone())
+                };
+                actor.publish(event, None);
+                Ok(message)
+            },
+        )))
     }
 }
 
@@ -584,6 +589,11 @@ impl Handler<Authorize> for ConversationActor {
 
 /// Add or remove a member. Owners may add and remove anyone; members may add others to
 /// a group and remove themselves.
+///
+/// Handled atomically: nothing else is handled until the store has answered and the
+/// roster is updated, so the next request is checked against the members as they are
+/// then (a member being removed cannot add anyone in the meantime) and changes land in
+/// the order they came.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<bool, EngineError>")]
 pub(crate) struct ChangeMembership {
@@ -593,7 +603,7 @@ pub(crate) struct ChangeMembership {
 }
 
 impl Handler<ChangeMembership> for ConversationActor {
-    type Result = ResponseActFuture<Self, Result<bool, EngineError>>;
+    type Result = AtomicResponse<Self, Result<bool, EngineError>>;
 
     fn handle(&mut self, msg: ChangeMembership, _ctx: &mut Self::Context) -> Self::Result {
         let allowed = self.roster_for(msg.by).and_then(|roster| {
@@ -632,36 +642,38 @@ impl Handler<ChangeMembership> for ConversationActor {
                 Ok(store.remove_member(id, msg.user).await?)
             }
         };
-        Box::pin(change.into_actor(self).map(move |changed, actor, ctx| {
-            let changed = changed?;
-            if !changed {
-                return Ok(false);
-            }
-            let event_data = MembershipChanged {
-                conversation_id: actor.id,
-                user_id: msg.user,
-            };
-            actor
-                .core
-                .bus
-                .membership_changed(actor.id, msg.user, msg.join);
-            if msg.join {
-                if let State::Ready(roster) = &mut actor.state {
-                    roster.roles.insert(msg.user, MemberRole::Member);
-                    roster.rebuild_ids();
+        AtomicResponse::new(Box::pin(change.into_actor(self).map(
+            move |changed, actor, ctx| {
+                let changed = changed?;
+                if !changed {
+                    return Ok(false);
                 }
-                actor.publish(ServerEvent::MemberJoined(event_data), None);
-            } else {
-                // The one who left hears it too, then nothing more.
-                actor.stop_typing(ctx, msg.user);
-                actor.publish(ServerEvent::MemberLeft(event_data), None);
-                if let State::Ready(roster) = &mut actor.state {
-                    roster.roles.remove(&msg.user);
-                    roster.rebuild_ids();
+                let event_data = MembershipChanged {
+                    conversation_id: actor.id,
+                    user_id: msg.user,
+                };
+                actor
+                    .core
+                    .bus
+                    .membership_changed(actor.id, msg.user, msg.join);
+                if msg.join {
+                    if let State::Ready(roster) = &mut actor.state {
+                        roster.roles.insert(msg.user, MemberRole::Member);
+                        roster.rebuild_ids();
+                    }
+                    actor.publish(ServerEvent::MemberJoined(event_data), None);
+                } else {
+                    // The one who left hears it too, then nothing more.
+                    actor.stop_typing(ctx, msg.user);
+                    actor.publish(ServerEvent::MemberLeft(event_data), None);
+                    if let State::Ready(roster) = &mut actor.state {
+                        roster.roles.remove(&msg.user);
+                        roster.rebuild_ids();
+                    }
                 }
-            }
-            Ok(true)
-        }))
+                Ok(true)
+            },
+        )))
     }
 }
 

@@ -1415,4 +1415,11 @@ impl Store for DieselStore {
             Backend::Sqlite(_) => 1,
         }
     }
+
+    fn commits_on_own_thread(&self) -> bool {
+        // SQLite's queries run on the blocking pool, so a commit's async side is only the
+        // hops; PostgreSQL's connections do their I/O on the executor that opened them,
+        // and a commit thread of their own (tried, BENCHMARKS.md) made `pairs` slower.
+        matches!(self.backend, Backend::Sqlite(_))
+    }
 }

@@ -8,6 +8,10 @@
 //! that queued while the others ran, so the transaction rate stays bounded while the
 //! batches grow with the load. An idle store adds no wait: a batch that finds a
 //! transaction slot free starts at once.
+//!
+//! For a store that asks for it ([`Store::commits_on_own_thread`]) the commits run on a
+//! thread of their own, so their hops to the store's blocking threads are answered at
+//! once instead of after the socket writes queued on the server's workers.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -34,6 +38,37 @@ pub(crate) struct GroupCommit {
     concurrency: usize,
     /// Most sends one transaction carries (a single larger batch still goes alone).
     max_sends: usize,
+    /// Where commits run: the commit thread, or (`None`) the caller's executor.
+    thread: Option<CommitThread>,
+}
+
+/// A thread running a single-threaded tokio runtime for the commits. It stops when its
+/// [`GroupCommit`] is dropped (a commit in flight then ends unanswered, which its caller
+/// reports as the store being unavailable).
+struct CommitThread {
+    runtime: tokio::runtime::Handle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl CommitThread {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("courier-commit".into())
+            .spawn(move || {
+                // Returns when the sender is dropped; the runtime is dropped here, off any
+                // executor, as tokio requires.
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Self {
+            runtime: handle,
+            _stop: stop,
+        })
+    }
 }
 
 struct Queue {
@@ -53,7 +88,17 @@ impl GroupCommit {
         concurrency: usize,
         max_sends: usize,
     ) -> Self {
+        let thread = if store.commits_on_own_thread() {
+            CommitThread::start()
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "no commit thread: commits run on the caller's executor");
+                })
+                .ok()
+        } else {
+            None
+        };
         Self {
+            thread,
             concurrency: concurrency.min(store.concurrent_writers()).max(1),
             store,
             observer,
@@ -88,7 +133,11 @@ impl GroupCommit {
             start
         };
         if start {
-            tokio::spawn(Arc::clone(self).commit_waiting());
+            let runner = Arc::clone(self).commit_waiting();
+            match &self.thread {
+                Some(thread) => drop(thread.runtime.spawn(runner)),
+                None => drop(tokio::spawn(runner)),
+            }
         }
         answered.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(

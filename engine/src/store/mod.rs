@@ -245,4 +245,11 @@ pub trait Store: UserStore + ConversationStore + MessageStore + TokenStore + 'st
     fn concurrent_writers(&self) -> usize {
         usize::MAX
     }
+    /// Whether the engine should run group commits on a thread of their own. Worth it
+    /// for a store whose queries run on blocking threads: a commit is then only a chain
+    /// of hops there and back, and on the caller's executor each hop back waits behind
+    /// whatever else that executor has queued (a server's socket writes, under fan-out).
+    fn commits_on_own_thread(&self) -> bool {
+        false
+    }
 }

@@ -21,6 +21,7 @@ use super::models::{
     ConversationRow, MemberRow, MessageRow, NewConversationRow, NewMessageRow, NewRefreshToken,
     NewUser, ProfileChanges, RefreshTokenRow, UserRow,
 };
+use super::pg_statements::{AdvanceLastSeqs, InsertMessages};
 use super::schema::{conversations, members, messages, refresh_families, refresh_tokens, users};
 use super::{
     AppendOutcome, ConversationSends, ConversationStore, MessageStore, NewConversation, NewMessage,
@@ -354,13 +355,21 @@ async fn sqlite_pool(
 /// statement for each, pipelined where one does not need the other's answer; SQLite runs
 /// in process (one writer, so nothing to order locks against), and several statements go
 /// in one blocking-pool hop there, since its async wrapper runs each query as a hop.
+/// The (id, last_seq) of each locked conversation, and the messages already stored under
+/// a commit's (sender, clientMsgId) keys.
+type LockedAndStored = (Vec<(i64, i64)>, Vec<MessageRow>);
+
 trait BackendWrites: Send {
     /// Write-locks the conversations' rows for the rest of the transaction, in id order,
-    /// and returns the (id, last_seq) of those that exist.
-    fn lock_conversations(
-        &mut self,
+    /// and returns the (id, last_seq) of those that exist; then reads the messages already
+    /// stored under any of the senders and clientMsgIds. The read follows the lock, so it
+    /// sees every commit that held the lock before.
+    fn lock_and_find_stored<'a>(
+        &'a mut self,
         ids: Vec<i64>,
-    ) -> impl Future<Output = QueryResult<Vec<(i64, i64)>>> + Send;
+        senders: &'a [i64],
+        keys: &'a [String],
+    ) -> impl Future<Output = QueryResult<LockedAndStored>> + Send + 'a;
     /// Sets each conversation's `last_seq` ((id, last_seq) pairs) and inserts the
     /// messages those seqs were given, returning their rows.
     fn advance_and_insert(
@@ -375,17 +384,32 @@ trait BackendWrites: Send {
     ) -> impl Future<Output = QueryResult<usize>> + Send;
 }
 
+// Statements polled together on `&AsyncPgConnection` are pipelined by diesel-async: all
+// are sent before the first is answered, and PostgreSQL runs them in the order sent. The
+// group commit pairs them so that a warm commit takes four round trips: BEGIN, the lock
+// with the replay check, the writes, COMMIT.
 impl BackendWrites for AsyncPgConnection {
-    async fn lock_conversations(&mut self, ids: Vec<i64>) -> QueryResult<Vec<(i64, i64)>> {
+    async fn lock_and_find_stored(
+        &mut self,
+        ids: Vec<i64>,
+        senders: &[i64],
+        keys: &[String],
+    ) -> QueryResult<LockedAndStored> {
+        let mut conn: &AsyncPgConnection = self;
         // Rows are locked in the order they are read: in id order, two nodes' commits that
         // share conversations queue behind each other instead of deadlocking.
-        conversations::table
+        let lock = conversations::table
             .filter(conversations::id.eq_any(ids))
             .order(conversations::id.asc())
             .select((conversations::id, conversations::last_seq))
             .for_update()
-            .load(self)
-            .await
+            .load(&mut conn);
+        // Under READ COMMITTED each statement reads what was committed when it starts, and
+        // this one starts once the lock is held.
+        let stored = stored_sends(senders, keys)
+            .select(MessageRow::as_select())
+            .load(&mut conn);
+        futures_util::future::try_join(lock, stored).await
     }
 
     async fn advance_and_insert(
@@ -393,24 +417,9 @@ impl BackendWrites for AsyncPgConnection {
         seqs: Vec<(i64, i64)>,
         rows: Vec<NewMessageRow>,
     ) -> QueryResult<Vec<MessageRow>> {
-        use diesel::sql_types::{Array, BigInt};
-        let (ids, last_seqs): (Vec<i64>, Vec<i64>) = seqs.into_iter().unzip();
-        // Neither statement needs the other's answer, so both are sent before either is
-        // answered (diesel-async pipelines futures polled together on `&AsyncPgConnection`):
-        // one round trip less per commit. PostgreSQL still runs them in order.
         let mut conn: &AsyncPgConnection = self;
-        let advance = diesel::sql_query(
-            "UPDATE conversations SET last_seq = advanced.last_seq \
-             FROM unnest($1, $2) AS advanced (id, last_seq) \
-             WHERE conversations.id = advanced.id",
-        )
-        .bind::<Array<BigInt>, _>(ids)
-        .bind::<Array<BigInt>, _>(last_seqs)
-        .execute(&mut conn);
-        let insert = diesel::insert_into(messages::table)
-            .values(&rows)
-            .returning(MessageRow::as_returning())
-            .get_results(&mut conn);
+        let advance = AdvanceLastSeqs::new(seqs).execute(&mut conn);
+        let insert = InsertMessages::new(rows).get_results(&mut conn);
         let (_, inserted) = futures_util::future::try_join(advance, insert).await?;
         Ok(inserted)
     }
@@ -424,14 +433,30 @@ impl BackendWrites for AsyncPgConnection {
 }
 
 impl BackendWrites for SqliteConn {
-    async fn lock_conversations(&mut self, ids: Vec<i64>) -> QueryResult<Vec<(i64, i64)>> {
-        // A write as the first statement takes SQLite's write lock at once, so the
-        // transaction never has to upgrade a read snapshot another process made stale.
-        diesel::update(conversations::table.filter(conversations::id.eq_any(ids)))
-            .set(conversations::last_seq.eq(conversations::last_seq))
-            .returning((conversations::id, conversations::last_seq))
-            .load(self)
-            .await
+    async fn lock_and_find_stored(
+        &mut self,
+        ids: Vec<i64>,
+        senders: &[i64],
+        keys: &[String],
+    ) -> QueryResult<LockedAndStored> {
+        let (senders, keys) = (senders.to_vec(), keys.to_vec());
+        // One hop to the blocking pool for both.
+        self.spawn_blocking(move |conn| {
+            // A write as the first statement takes SQLite's write lock at once, so the
+            // transaction never has to upgrade a read snapshot another process made stale.
+            let locked = diesel::RunQueryDsl::load(
+                diesel::update(conversations::table.filter(conversations::id.eq_any(ids)))
+                    .set(conversations::last_seq.eq(conversations::last_seq))
+                    .returning((conversations::id, conversations::last_seq)),
+                conn,
+            )?;
+            let stored = diesel::RunQueryDsl::load(
+                stored_sends(&senders, &keys).select(MessageRow::as_select()),
+                conn,
+            )?;
+            Ok((locked, stored))
+        })
+        .await
     }
 
     async fn advance_and_insert(
@@ -468,6 +493,15 @@ impl BackendWrites for SqliteConn {
         })
         .await
     }
+}
+
+/// The messages stored under any of these senders and any of these clientMsgIds: a
+/// superset of the replays among a commit's sends, matched up by (sender, clientMsgId).
+#[diesel::dsl::auto_type(no_type_alias)]
+fn stored_sends<'a>(senders: &'a [i64], keys: &'a [String]) -> _ {
+    messages::table
+        .filter(messages::sender_id.eq_any(senders))
+        .filter(messages::client_msg_id.eq_any(keys))
 }
 
 fn like_prefix(prefix: &str) -> String {
@@ -1060,7 +1094,7 @@ impl MessageStore for DieselStore {
         let mut senders: Vec<i64> = sends().map(|send| send.sender_id.0).collect();
         senders.sort_unstable();
         senders.dedup();
-        let keys: Vec<&str> = sends().map(|send| send.client_msg_id.as_str()).collect();
+        let keys: Vec<String> = sends().map(|send| send.client_msg_id.clone()).collect();
         with_conn!(self, writer, |conn| {
             // A concurrent commit elsewhere (another node) may insert the same (sender,
             // clientMsgId) between this transaction's check and insert: the unique index
@@ -1074,17 +1108,10 @@ impl MessageStore for DieselStore {
                         // conversation then run one after the other (across nodes too),
                         // so the replay check below sees every earlier one and seq stays
                         // gap-free. Conversations that do not exist are not returned.
-                        let locked: HashMap<i64, i64> = c
-                            .lock_conversations(conversation_ids.clone())
-                            .await?
-                            .into_iter()
-                            .collect();
-                        let prior_rows: Vec<MessageRow> = messages::table
-                            .filter(messages::sender_id.eq_any(&senders))
-                            .filter(messages::client_msg_id.eq_any(&keys))
-                            .select(MessageRow::as_select())
-                            .load(c)
+                        let (locked, prior_rows) = c
+                            .lock_and_find_stored(conversation_ids.clone(), &senders, &keys)
                             .await?;
+                        let locked: HashMap<i64, i64> = locked.into_iter().collect();
                         let prior: HashMap<(i64, &str), &MessageRow> = prior_rows
                             .iter()
                             .map(|row| ((row.sender_id, row.client_msg_id.as_str()), row))

@@ -8,6 +8,7 @@
 mod diesel;
 pub(crate) mod group_commit;
 mod models;
+mod pg_statements;
 pub(crate) mod schema;
 
 use async_trait::async_trait;

@@ -593,7 +593,7 @@ impl Handler<Authorize> for ConversationActor {
 /// Handled atomically: nothing else is handled until the store has answered and the
 /// roster is updated, so the next request is checked against the members as they are
 /// then (a member being removed cannot add anyone in the meantime) and changes land in
-/// the order they came.
+/// the order they came. Sends queue in the mailbox meanwhile: such changes are rare.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<bool, EngineError>")]
 pub(crate) struct ChangeMembership {

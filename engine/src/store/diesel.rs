@@ -351,14 +351,14 @@ async fn sqlite_pool(
         .map_err(|error| StoreError::Unavailable(error.to_string()))
 }
 
-/// The one place the backends differ: the writes of a group commit. PostgreSQL gets one
-/// statement for each, pipelined where one does not need the other's answer; SQLite runs
-/// in process (one writer, so nothing to order locks against), and several statements go
-/// in one blocking-pool hop there, since its async wrapper runs each query as a hop.
 /// The (id, last_seq) of each locked conversation, and the messages already stored under
 /// a commit's (sender, clientMsgId) keys.
 type LockedAndStored = (Vec<(i64, i64)>, Vec<MessageRow>);
 
+/// The one place the backends differ: the writes of a group commit. PostgreSQL gets one
+/// statement for each, pipelined where one does not need the other's answer; SQLite runs
+/// in process (one writer, so nothing to order locks against), and several statements go
+/// in one blocking-pool hop there, since its async wrapper runs each query as a hop.
 trait BackendWrites: Send {
     /// Write-locks the conversations' rows for the rest of the transaction, in id order,
     /// and returns the (id, last_seq) of those that exist; then reads the messages already
@@ -368,7 +368,7 @@ trait BackendWrites: Send {
         &'a mut self,
         ids: Vec<i64>,
         senders: &'a [i64],
-        keys: &'a [String],
+        keys: &'a [&'a str],
     ) -> impl Future<Output = QueryResult<LockedAndStored>> + Send + 'a;
     /// Sets each conversation's `last_seq` ((id, last_seq) pairs) and inserts the
     /// messages those seqs were given, returning their rows.
@@ -393,7 +393,7 @@ impl BackendWrites for AsyncPgConnection {
         &mut self,
         ids: Vec<i64>,
         senders: &[i64],
-        keys: &[String],
+        keys: &[&str],
     ) -> QueryResult<LockedAndStored> {
         let mut conn: &AsyncPgConnection = self;
         // Rows are locked in the order they are read: in id order, two nodes' commits that
@@ -437,11 +437,14 @@ impl BackendWrites for SqliteConn {
         &mut self,
         ids: Vec<i64>,
         senders: &[i64],
-        keys: &[String],
+        keys: &[&str],
     ) -> QueryResult<LockedAndStored> {
-        let (senders, keys) = (senders.to_vec(), keys.to_vec());
+        // The blocking pool needs owned values.
+        let senders = senders.to_vec();
+        let keys: Vec<String> = keys.iter().map(|&key| key.to_owned()).collect();
         // One hop to the blocking pool for both.
         self.spawn_blocking(move |conn| {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             // A write as the first statement takes SQLite's write lock at once, so the
             // transaction never has to upgrade a read snapshot another process made stale.
             let locked = diesel::RunQueryDsl::load(
@@ -498,7 +501,7 @@ impl BackendWrites for SqliteConn {
 /// The messages stored under any of these senders and any of these clientMsgIds: a
 /// superset of the replays among a commit's sends, matched up by (sender, clientMsgId).
 #[diesel::dsl::auto_type(no_type_alias)]
-fn stored_sends<'a>(senders: &'a [i64], keys: &'a [String]) -> _ {
+fn stored_sends<'a>(senders: &'a [i64], keys: &'a [&'a str]) -> _ {
     messages::table
         .filter(messages::sender_id.eq_any(senders))
         .filter(messages::client_msg_id.eq_any(keys))
@@ -1094,7 +1097,7 @@ impl MessageStore for DieselStore {
         let mut senders: Vec<i64> = sends().map(|send| send.sender_id.0).collect();
         senders.sort_unstable();
         senders.dedup();
-        let keys: Vec<String> = sends().map(|send| send.client_msg_id.clone()).collect();
+        let keys: Vec<&str> = sends().map(|send| send.client_msg_id.as_str()).collect();
         with_conn!(self, writer, |conn| {
             // A concurrent commit elsewhere (another node) may insert the same (sender,
             // clientMsgId) between this transaction's check and insert: the unique index

@@ -47,6 +47,7 @@ on_both_stores!(
     replies_must_stay_in_their_conversation,
     non_members_are_refused_everywhere,
     receipts_move_watermarks_and_unread_counts,
+    concurrent_receipts_are_heard_moving_forward,
     typing_is_coalesced_and_expires,
     presence_is_debounced_across_devices,
     slow_consumers_lose_typing_first_then_are_closed,
@@ -635,6 +636,61 @@ async fn receipts_move_watermarks_and_unread_counts(store: TestStore) {
         ann_list[0].unread_count, 0,
         "one's own messages are never unread"
     );
+}
+
+async fn concurrent_receipts_are_heard_moving_forward(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut ann_client = TestClient::connect(&engine, ann).await;
+    const ROUNDS: i64 = 20;
+    const PER_ROUND: i64 = 16;
+    let mut heard = Vec::new();
+    for round in 0..ROUNDS {
+        for n in 1..=PER_ROUND {
+            ann_client
+                .send(conversation, &format!("m{round}-{n}"), "ping")
+                .await;
+        }
+        // Bob's devices report reading at once, each up to a different seq: the receipts
+        // are stored concurrently, and ann must never hear bob's watermark go back.
+        let last = (round + 1) * PER_ROUND;
+        let marks = (last - PER_ROUND + 1..=last)
+            .map(|seq| engine.mark(bob, conversation, Watermark::Read, Seq(seq)));
+        for marked in join_all(marks).await {
+            marked.unwrap();
+        }
+        loop {
+            let read = ann_client
+                .next_where(|e| matches!(e, ServerEvent::MessageRead(_)))
+                .await;
+            let ServerEvent::MessageRead(receipt) = read else {
+                unreachable!("{read:?}")
+            };
+            assert_eq!(
+                (receipt.conversation_id, receipt.user_id),
+                (conversation, bob)
+            );
+            heard.push(receipt.seq.0);
+            if receipt.seq == Seq(last) {
+                break;
+            }
+        }
+    }
+    ann_client
+        .assert_none(QUIET, |e| matches!(e, ServerEvent::MessageRead(_)))
+        .await;
+    assert!(
+        heard.windows(2).all(|pair| pair[0] < pair[1]),
+        "read receipts are heard moving forward only: {heard:?}"
+    );
+    let members = engine
+        .conversation(ann, conversation)
+        .await
+        .unwrap()
+        .members;
+    let bob_member = members.iter().find(|m| m.user_id == bob).unwrap();
+    assert_eq!(bob_member.read_seq, Seq(ROUNDS * PER_ROUND));
 }
 
 async fn typing_is_coalesced_and_expires(store: TestStore) {

@@ -75,6 +75,10 @@ pub(crate) struct ConversationActor {
     /// published before anything newer.
     unsure: bool,
     typing: HashMap<UserId, SpawnHandle>,
+    /// The highest receipt members have heard of, per member and watermark. Receipts are
+    /// stored concurrently and their answers may come back in any order; an event only
+    /// goes out when it moves past what was announced, so members never hear one go back.
+    announced_receipts: HashMap<(UserId, Watermark), Seq>,
     last_activity: Instant,
 }
 
@@ -115,6 +119,7 @@ impl ConversationActor {
             queued: Vec::new(),
             committing: false,
             published_seq: Seq(0),
+            announced_receipts: HashMap::new(),
             unsure: false,
             typing: HashMap::new(),
             last_activity: Instant::now(),
@@ -316,6 +321,9 @@ impl ConversationActor {
                         .collect();
                     let ids = roles.keys().copied().collect();
                     actor.published_seq = actor.published_seq.max(conversation.last_seq);
+                    actor
+                        .announced_receipts
+                        .retain(|(user, _), _| roles.contains_key(user));
                     State::Ready(Roster {
                         roles,
                         ids,
@@ -507,7 +515,12 @@ impl Handler<MarkReceipt> for ConversationActor {
             if let State::Ready(roster) = &mut actor.state {
                 roster.last_seq = roster.last_seq.max(last_seq);
             }
-            if moved {
+            let announced = actor
+                .announced_receipts
+                .entry((msg.user, msg.watermark))
+                .or_insert(Seq(0));
+            if moved && msg.seq > *announced {
+                *announced = msg.seq;
                 let receipt = ReceiptAdvanced {
                     conversation_id: actor.id,
                     user_id: msg.user,
@@ -666,6 +679,9 @@ impl Handler<ChangeMembership> for ConversationActor {
                     // The one who left hears it too, then nothing more.
                     actor.stop_typing(ctx, msg.user);
                     actor.publish(ServerEvent::MemberLeft(event_data), None);
+                    actor
+                        .announced_receipts
+                        .retain(|(user, _), _| *user != msg.user);
                     if let State::Ready(roster) = &mut actor.state {
                         roster.roles.remove(&msg.user);
                         roster.rebuild_ids();

@@ -66,7 +66,7 @@ pub struct NewConversation {
 }
 
 /// Which watermark a receipt moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Watermark {
     /// Received by one of the member's devices.
     Delivered,

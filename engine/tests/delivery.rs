@@ -1330,6 +1330,7 @@ async fn group_commit_settles_every_send_of_a_batch(store: TestStore) {
                 new(ann, "elsewhere", None),
                 new(bob, "r", Some(foreign.id)),
                 new(bob, "b", None),
+                new(bob, "elsewhere", None),
             ],
         )
         .await
@@ -1348,6 +1349,10 @@ async fn group_commit_settles_every_send_of_a_batch(store: TestStore) {
         panic!("{outcomes:?}")
     };
     assert_eq!(b.seq, Seq(3), "refused sends take no seq");
+    let AppendOutcome::Created(b_elsewhere) = &outcomes[6] else {
+        panic!("ann's stored key is not bob's: {outcomes:?}")
+    };
+    assert_eq!((b_elsewhere.seq, b_elsewhere.sender_id), (Seq(4), bob));
     let missing = store
         .store
         .append_messages(ConversationId(999_999), vec![new(ann, "z", None)])

@@ -21,7 +21,7 @@ use super::models::{
     ConversationRow, MemberRow, MessageRow, NewConversationRow, NewMessageRow, NewRefreshToken,
     NewUser, ProfileChanges, RefreshTokenRow, UserRow,
 };
-use super::pg_statements::{AdvanceLastSeqs, InsertMessages};
+use super::pg_statements::{AdvanceLastSeqs, InsertMessages, StoredSends};
 use super::schema::{conversations, members, messages, refresh_families, refresh_tokens, users};
 use super::{
     AppendOutcome, ConversationSends, ConversationStore, MessageStore, NewConversation, NewMessage,
@@ -362,8 +362,8 @@ type LockedAndStored = (Vec<(i64, i64)>, Vec<MessageRow>);
 trait BackendWrites: Send {
     /// Write-locks the conversations' rows for the rest of the transaction, in id order,
     /// and returns the (id, last_seq) of those that exist; then reads the messages already
-    /// stored under any of the senders and clientMsgIds. The read follows the lock, so it
-    /// sees every commit that held the lock before.
+    /// stored under any of the (sender, clientMsgId) pairs (`senders[i]` with `keys[i]`).
+    /// The read follows the lock, so it sees every commit that held the lock before.
     fn lock_and_find_stored<'a>(
         &'a mut self,
         ids: Vec<i64>,
@@ -406,9 +406,7 @@ impl BackendWrites for AsyncPgConnection {
             .load(&mut conn);
         // Under READ COMMITTED each statement reads what was committed when it starts, and
         // this one starts once the lock is held.
-        let stored = stored_sends(senders, keys)
-            .select(MessageRow::as_select())
-            .load(&mut conn);
+        let stored = StoredSends::new(senders, keys).load(&mut conn);
         futures_util::future::try_join(lock, stored).await
     }
 
@@ -453,10 +451,20 @@ impl BackendWrites for SqliteConn {
                     .returning((conversations::id, conversations::last_seq)),
                 conn,
             )?;
-            let stored = diesel::RunQueryDsl::load(
-                stored_sends(&senders, &keys).select(MessageRow::as_select()),
-                conn,
-            )?;
+            // One probe of the unique index per pair: SQLite, like PostgreSQL, would
+            // probe every combination of two `IN` lists.
+            let mut stored = Vec::new();
+            for (&sender, &key) in senders.iter().zip(&keys) {
+                let found = diesel::RunQueryDsl::get_result(
+                    messages::table
+                        .filter(messages::sender_id.eq(sender))
+                        .filter(messages::client_msg_id.eq(key))
+                        .select(MessageRow::as_select()),
+                    conn,
+                )
+                .optional()?;
+                stored.extend(found);
+            }
             Ok((locked, stored))
         })
         .await
@@ -496,15 +504,6 @@ impl BackendWrites for SqliteConn {
         })
         .await
     }
-}
-
-/// The messages stored under any of these senders and any of these clientMsgIds: a
-/// superset of the replays among a commit's sends, matched up by (sender, clientMsgId).
-#[diesel::dsl::auto_type(no_type_alias)]
-fn stored_sends<'a>(senders: &'a [i64], keys: &'a [&'a str]) -> _ {
-    messages::table
-        .filter(messages::sender_id.eq_any(senders))
-        .filter(messages::client_msg_id.eq_any(keys))
 }
 
 fn like_prefix(prefix: &str) -> String {
@@ -1094,9 +1093,8 @@ impl MessageStore for DieselStore {
         conversation_ids.sort_unstable();
         conversation_ids.dedup();
         let sends = || batches.iter().flat_map(|batch| &batch.sends);
-        let mut senders: Vec<i64> = sends().map(|send| send.sender_id.0).collect();
-        senders.sort_unstable();
-        senders.dedup();
+        // One (sender, clientMsgId) pair per send, for the replay check.
+        let senders: Vec<i64> = sends().map(|send| send.sender_id.0).collect();
         let keys: Vec<&str> = sends().map(|send| send.client_msg_id.as_str()).collect();
         with_conn!(self, writer, |conn| {
             // A concurrent commit elsewhere (another node) may insert the same (sender,

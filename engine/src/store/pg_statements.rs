@@ -5,6 +5,10 @@
 //! trip per commit before anything is executed. These statements bind one array per
 //! column instead, so their SQL never changes: diesel prepares each once per connection
 //! and a commit's writes go out together, answered in one round trip.
+//!
+//! The replay check matches (sender, clientMsgId) pairs: diesel can say "sender in these
+//! and clientMsgId in those", but PostgreSQL's index scan then probes every combination
+//! of the two lists, the square of the commit's sends.
 
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -103,5 +107,48 @@ impl QueryFragment<Pg> for InsertMessages {
 }
 
 impl Query for InsertMessages {
+    type SqlType = <<MessageRow as Selectable<Pg>>::SelectExpression as Expression>::SqlType;
+}
+
+/// The messages stored under any of these (sender, clientMsgId) pairs: `senders[i]` goes
+/// with `keys[i]`. One index probe per pair.
+pub(super) struct StoredSends<'a> {
+    senders: &'a [i64],
+    keys: &'a [&'a str],
+    select: <MessageRow as Selectable<Pg>>::SelectExpression,
+}
+
+impl<'a> StoredSends<'a> {
+    pub(super) fn new(senders: &'a [i64], keys: &'a [&'a str]) -> Self {
+        Self {
+            senders,
+            keys,
+            select: <MessageRow as Selectable<Pg>>::construct_selection(),
+        }
+    }
+}
+
+impl QueryId for StoredSends<'_> {
+    type QueryId = StoredSends<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for StoredSends<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT ");
+        self.select.walk_ast(out.reborrow())?;
+        out.push_sql(
+            " FROM messages WHERE (messages.sender_id, messages.client_msg_id) IN \
+             (SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<BigInt>, _>(self.senders)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(self.keys)?;
+        out.push_sql("))");
+        Ok(())
+    }
+}
+
+impl Query for StoredSends<'_> {
     type SqlType = <<MessageRow as Selectable<Pg>>::SelectExpression as Expression>::SqlType;
 }

@@ -13,7 +13,7 @@ use crate::engine::Core;
 use crate::error::{EngineError, StoreError};
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
 use crate::protocol::{
-    MemberRole, MembershipChanged, Message, ReceiptAdvanced, ServerEvent, TypingChanged,
+    Member, MemberRole, MembershipChanged, Message, ReceiptAdvanced, ServerEvent, TypingChanged,
 };
 use crate::store::{AppendOutcome, NewMessage, Store, Watermark};
 
@@ -75,11 +75,55 @@ pub(crate) struct ConversationActor {
     /// published before anything newer.
     unsure: bool,
     typing: HashMap<UserId, SpawnHandle>,
-    /// The highest receipt members have heard of, per member and watermark. Receipts are
-    /// stored concurrently and their answers may come back in any order; an event only
-    /// goes out when it moves past what was announced, so members never hear one go back.
-    announced_receipts: HashMap<(UserId, Watermark), Seq>,
+    announced_receipts: AnnouncedReceipts,
     last_activity: Instant,
+}
+
+/// The highest receipt members have heard of, per member and watermark. Receipts are
+/// stored concurrently and their answers may come back in any order; an event only goes
+/// out when it moves past what was announced, so members never hear a watermark go back.
+#[derive(Debug, Default)]
+struct AnnouncedReceipts(HashMap<(UserId, Watermark), Seq>);
+
+impl AnnouncedReceipts {
+    /// Whether a receipt the store moved to `seq` is news to members; records it if so
+    /// (and, for a member, keeps it: one who left has nothing more to announce). A read
+    /// moves the delivered watermark too, so a slower "delivered" up to less is not news.
+    fn announce(&mut self, user: UserId, watermark: Watermark, seq: Seq, member: bool) -> bool {
+        let heard = self.0.get(&(user, watermark)).copied().unwrap_or(Seq(0));
+        if seq <= heard {
+            return false;
+        }
+        if member {
+            self.0.insert((user, watermark), seq);
+            if watermark == Watermark::Read {
+                let delivered = self.0.entry((user, Watermark::Delivered)).or_insert(seq);
+                *delivered = (*delivered).max(seq);
+            }
+        }
+        true
+    }
+
+    /// A membership ended or began: its watermarks start again from 0.
+    fn forget(&mut self, user: UserId) {
+        self.0.retain(|(who, _), _| *who != user);
+    }
+
+    /// The roster was loaded again: what was announced for a member stays only while the
+    /// stored watermark has reached it (it has not, when the member left and joined again
+    /// elsewhere, with a new membership starting from 0).
+    fn reconcile(&mut self, members: &[Member]) {
+        let stored: HashMap<UserId, &Member> = members.iter().map(|m| (m.user_id, m)).collect();
+        self.0.retain(|(user, watermark), heard| {
+            stored.get(user).is_some_and(|member| {
+                let seq = match watermark {
+                    Watermark::Delivered => member.delivered_seq,
+                    Watermark::Read => member.read_seq,
+                };
+                seq >= *heard
+            })
+        });
+    }
 }
 
 /// How soon after an unanswered commit the conversation reads back what it stored, when
@@ -119,7 +163,7 @@ impl ConversationActor {
             queued: Vec::new(),
             committing: false,
             published_seq: Seq(0),
-            announced_receipts: HashMap::new(),
+            announced_receipts: AnnouncedReceipts::default(),
             unsure: false,
             typing: HashMap::new(),
             last_activity: Instant::now(),
@@ -321,9 +365,7 @@ impl ConversationActor {
                         .collect();
                     let ids = roles.keys().copied().collect();
                     actor.published_seq = actor.published_seq.max(conversation.last_seq);
-                    actor
-                        .announced_receipts
-                        .retain(|(user, _), _| roles.contains_key(user));
+                    actor.announced_receipts.reconcile(&conversation.members);
                     State::Ready(Roster {
                         roles,
                         ids,
@@ -515,12 +557,15 @@ impl Handler<MarkReceipt> for ConversationActor {
             if let State::Ready(roster) = &mut actor.state {
                 roster.last_seq = roster.last_seq.max(last_seq);
             }
-            let announced = actor
-                .announced_receipts
-                .entry((msg.user, msg.watermark))
-                .or_insert(Seq(0));
-            if moved && msg.seq > *announced {
-                *announced = msg.seq;
+            let member = match &actor.state {
+                State::Ready(roster) => roster.roles.contains_key(&msg.user),
+                _ => false,
+            };
+            if moved
+                && actor
+                    .announced_receipts
+                    .announce(msg.user, msg.watermark, msg.seq, member)
+            {
                 let receipt = ReceiptAdvanced {
                     conversation_id: actor.id,
                     user_id: msg.user,
@@ -670,6 +715,8 @@ impl Handler<ChangeMembership> for ConversationActor {
                     .bus
                     .membership_changed(actor.id, msg.user, msg.join);
                 if msg.join {
+                    // A new membership starts from watermarks of 0.
+                    actor.announced_receipts.forget(msg.user);
                     if let State::Ready(roster) = &mut actor.state {
                         roster.roles.insert(msg.user, MemberRole::Member);
                         roster.rebuild_ids();
@@ -679,9 +726,7 @@ impl Handler<ChangeMembership> for ConversationActor {
                     // The one who left hears it too, then nothing more.
                     actor.stop_typing(ctx, msg.user);
                     actor.publish(ServerEvent::MemberLeft(event_data), None);
-                    actor
-                        .announced_receipts
-                        .retain(|(user, _), _| *user != msg.user);
+                    actor.announced_receipts.forget(msg.user);
                     if let State::Ready(roster) = &mut actor.state {
                         roster.roles.remove(&msg.user);
                         roster.rebuild_ids();
@@ -703,5 +748,67 @@ impl Handler<ReloadRoster> for ConversationActor {
 
     fn handle(&mut self, _msg: ReloadRoster, ctx: &mut Self::Context) {
         self.load_roster(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOB: UserId = UserId(2);
+
+    fn member(delivered: i64, read: i64) -> Member {
+        Member {
+            user_id: BOB,
+            role: MemberRole::Member,
+            delivered_seq: Seq(delivered),
+            read_seq: Seq(read),
+            joined_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn receipts_answered_out_of_order_are_announced_moving_forward() {
+        let mut announced = AnnouncedReceipts::default();
+        // Stored as 5 then 7, answered as 7 then 5.
+        assert!(announced.announce(BOB, Watermark::Read, Seq(7), true));
+        assert!(!announced.announce(BOB, Watermark::Read, Seq(5), true));
+        assert!(announced.announce(BOB, Watermark::Read, Seq(8), true));
+        // A read moved delivered too.
+        assert!(!announced.announce(BOB, Watermark::Delivered, Seq(6), true));
+        assert!(announced.announce(BOB, Watermark::Delivered, Seq(9), true));
+        assert!(announced.announce(UserId(3), Watermark::Read, Seq(1), true));
+    }
+
+    #[test]
+    fn a_new_membership_announces_from_zero() {
+        let mut announced = AnnouncedReceipts::default();
+        assert!(announced.announce(BOB, Watermark::Read, Seq(7), true));
+        // Left on this node (or joined again): forgotten.
+        announced.forget(BOB);
+        assert!(announced.announce(BOB, Watermark::Read, Seq(2), true));
+
+        // Left and joined again on another node: the reloaded roster's stored watermark
+        // is below what was heard.
+        assert!(announced.announce(BOB, Watermark::Read, Seq(7), true));
+        announced.reconcile(&[member(1, 1)]);
+        assert!(announced.announce(BOB, Watermark::Read, Seq(3), true));
+        // The same membership reloaded keeps what was heard.
+        announced.reconcile(&[member(3, 3)]);
+        assert!(!announced.announce(BOB, Watermark::Read, Seq(2), true));
+        // Gone from the roster: forgotten.
+        announced.reconcile(&[]);
+        assert!(announced.announce(BOB, Watermark::Read, Seq(1), true));
+    }
+
+    #[test]
+    fn a_receipt_answered_after_its_member_left_is_not_kept() {
+        let mut announced = AnnouncedReceipts::default();
+        announced.forget(BOB);
+        assert!(announced.announce(BOB, Watermark::Read, Seq(9), false));
+        assert!(
+            announced.announce(BOB, Watermark::Read, Seq(1), true),
+            "nothing kept from the membership that ended"
+        );
     }
 }

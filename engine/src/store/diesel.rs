@@ -355,7 +355,7 @@ async fn sqlite_pool(
 /// a commit's (sender, clientMsgId) keys.
 type LockedAndStored = (Vec<(i64, i64)>, Vec<MessageRow>);
 
-/// The one place the backends differ: the writes of a group commit. PostgreSQL gets one
+/// The one place the backends differ: the statements of a group commit. PostgreSQL gets one
 /// statement for each, pipelined where one does not need the other's answer; SQLite runs
 /// in process (one writer, so nothing to order locks against), and several statements go
 /// in one blocking-pool hop there, since its async wrapper runs each query as a hop.

@@ -1,4 +1,4 @@
-//! The writes of a group commit on PostgreSQL, as fixed SQL over arrays.
+//! The statements of a group commit on PostgreSQL, as fixed SQL over arrays.
 //!
 //! diesel prepares a multi-row `INSERT … VALUES` and a raw `sql_query` afresh on every
 //! use (their SQL varies, or diesel cannot tell it does not), which costs a `Parse` round

@@ -556,6 +556,22 @@ async fn non_members_are_refused_everywhere(store: TestStore) {
     );
 }
 
+/// A member's stored (delivered, read) watermarks, as another member sees them.
+async fn watermarks(
+    engine: &courier_engine::Engine,
+    viewer: UserId,
+    conversation: ConversationId,
+    member: UserId,
+) -> (Seq, Seq) {
+    let members = engine
+        .conversation(viewer, conversation)
+        .await
+        .unwrap()
+        .members;
+    let member = members.iter().find(|m| m.user_id == member).unwrap();
+    (member.delivered_seq, member.read_seq)
+}
+
 async fn receipts_move_watermarks_and_unread_counts(store: TestStore) {
     let engine = store.engine(Limits::default());
     let (ann, bob) = (store.user("ann").await, store.user("bob").await);
@@ -620,14 +636,8 @@ async fn receipts_move_watermarks_and_unread_counts(store: TestStore) {
         .await;
     assert!(matches!(beyond, Err(EngineError::Invalid(_))), "{beyond:?}");
 
-    let members = engine
-        .conversation(ann, conversation)
-        .await
-        .unwrap()
-        .members;
-    let bob_member = members.iter().find(|m| m.user_id == bob).unwrap();
     assert_eq!(
-        (bob_member.delivered_seq, bob_member.read_seq),
+        watermarks(&engine, ann, conversation, bob).await,
         (Seq(3), Seq(2))
     );
     assert_eq!(unread(engine.clone()).await.0, 1);
@@ -685,13 +695,8 @@ async fn concurrent_receipts_are_heard_moving_forward(store: TestStore) {
         heard.windows(2).all(|pair| pair[0] < pair[1]),
         "read receipts are heard moving forward only: {heard:?}"
     );
-    let members = engine
-        .conversation(ann, conversation)
-        .await
-        .unwrap()
-        .members;
-    let bob_member = members.iter().find(|m| m.user_id == bob).unwrap();
-    assert_eq!(bob_member.read_seq, Seq(ROUNDS * PER_ROUND));
+    let (_, read) = watermarks(&engine, ann, conversation, bob).await;
+    assert_eq!(read, Seq(ROUNDS * PER_ROUND));
 }
 
 async fn typing_is_coalesced_and_expires(store: TestStore) {

@@ -135,15 +135,15 @@ fn persist(c: &mut Criterion) {
     for (backend, url) in &targets {
         for case in CASES {
             let id = BenchmarkId::new(*backend, format!("{}-conversations", case.0));
+            // One engine per case: opening the store again for every sample would race
+            // the last engine's connections, still closing, for the file's lock.
+            let system = System::new();
+            let engine = system.block_on(engine_on(url));
             group.bench_function(id, |b| {
                 let mut round = 0;
                 b.iter_custom(|iters| {
                     round += 1;
-                    let url = url.clone();
-                    System::new().block_on(async move {
-                        let engine = engine_on(&url).await;
-                        run(&engine, case, iters, round).await
-                    })
+                    system.block_on(run(&engine, case, iters, round))
                 });
             });
         }

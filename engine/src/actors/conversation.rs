@@ -86,8 +86,8 @@ pub(crate) struct ConversationActor {
 struct AnnouncedReceipts(HashMap<(UserId, Watermark), Seq>);
 
 impl AnnouncedReceipts {
-    /// Whether a receipt the store moved to `seq` is news to members; records it if so
-    /// (and, for a member, keeps it: one who left has nothing more to announce). A read
+    /// Whether a receipt the store moved to `seq` is news to members. News about a member
+    /// is remembered; about one who has left, not (nothing more will be announced). A read
     /// moves the delivered watermark too, so a slower "delivered" up to less is not news.
     fn announce(&mut self, user: UserId, watermark: Watermark, seq: Seq, member: bool) -> bool {
         let heard = self.0.get(&(user, watermark)).copied().unwrap_or(Seq(0));
@@ -113,6 +113,10 @@ impl AnnouncedReceipts {
     /// stored watermark has reached it (it has not, when the member left and joined again
     /// elsewhere, with a new membership starting from 0).
     fn reconcile(&mut self, members: &[Member]) {
+        // The usual case: a conversation's first load, nothing announced yet.
+        if self.0.is_empty() {
+            return;
+        }
         let stored: HashMap<UserId, &Member> = members.iter().map(|m| (m.user_id, m)).collect();
         self.0.retain(|(user, watermark), heard| {
             stored.get(user).is_some_and(|member| {

@@ -60,3 +60,30 @@ async fn postgres_migrations_round_trip() {
     .await
     .unwrap();
 }
+
+/// `courier migrate` may run beside a server on the same file, and a store reopened
+/// right after another closed meets that one's last checkpoint: migrating waits for the
+/// write lock as the store's own connections do, instead of failing "database is locked".
+#[actix_rt::test]
+async fn sqlite_migrations_wait_for_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.sqlite3").to_string_lossy().into_owned();
+    let (locked, lock_taken) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            use diesel::connection::SimpleConnection;
+            let mut conn = SqliteConnection::establish(&path).unwrap();
+            conn.batch_execute("PRAGMA journal_mode = WAL; BEGIN IMMEDIATE;")
+                .unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            conn.batch_execute("COMMIT;").unwrap();
+        }
+    });
+    lock_taken.recv().unwrap();
+    let config = courier_engine::store::StoreConfig::new(path);
+    let store = courier_engine::store::DieselStore::connect(config).await;
+    holder.join().unwrap();
+    assert!(store.is_ok(), "{:?}", store.err());
+}

@@ -296,6 +296,10 @@ impl DieselStore {
             } else {
                 let mut conn = SqliteConnection::establish(&path)
                     .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+                // Another writer may hold the lock: a server on the same file, or the
+                // last checkpoint of a store that just closed.
+                diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_BUSY_TIMEOUT)
+                    .map_err(|error| StoreError::Unavailable(error.to_string()))?;
                 conn.run_pending_migrations(SQLITE_MIGRATIONS)
                     .map_err(failed)?;
             }
@@ -314,6 +318,10 @@ impl DieselStore {
     }
 }
 
+/// How long a SQLite statement waits for another connection's lock before failing with
+/// "database is locked".
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000;";
+
 async fn sqlite_pool(
     path: &str,
     size: u32,
@@ -327,7 +335,7 @@ async fn sqlite_pool(
     // checkpoint or another process holds the lock; foreign keys are off by default.
     let pragmas = format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+         {SQLITE_BUSY_TIMEOUT} PRAGMA foreign_keys = ON;"
     );
     let mut manager_config = ManagerConfig::<SqliteConn>::default();
     manager_config.custom_setup = Box::new(move |url| {

@@ -376,6 +376,11 @@ impl Engine {
             other => other?,
         };
         if created {
+            // Ids are sequential: a request for this one just before it existed may have
+            // left an actor, here or on another node, that knows it as missing. Those
+            // load it again before anything sent after this answer reaches them.
+            self.core.reload_roster(conversation.id);
+            self.core.bus.conversation_created(conversation.id);
             let members: Arc<[UserId]> = conversation.members.iter().map(|m| m.user_id).collect();
             let event = ServerEvent::ConversationCreated(conversation.clone());
             self.core

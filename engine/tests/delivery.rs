@@ -61,6 +61,7 @@ on_both_stores!(
     group_commit_settles_every_send_of_a_batch,
     one_commit_settles_the_batches_of_several_conversations,
     idle_conversations_stop_and_restart_on_demand,
+    a_conversation_asked_for_before_it_existed_is_found_once_created,
     racing_direct_conversations_resolve_to_one,
 );
 
@@ -1515,6 +1516,39 @@ async fn idle_conversations_stop_and_restart_on_demand(store: TestStore) {
     );
     assert_eq!(bob_client.next_message().await.seq, Seq(1));
     assert_eq!(bob_client.next_message().await.seq, Seq(2));
+}
+
+/// Ids are sequential, so a client (or a prober) may ask for the next one before anyone
+/// created it. Once it is created, its members must find it at once.
+async fn a_conversation_asked_for_before_it_existed_is_found_once_created(store: TestStore) {
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let first = group(&store, &engine, ann, &[bob]).await;
+    let next = ConversationId(first.0 + 1);
+    assert!(matches!(
+        engine.authorize(bob, next).await,
+        Err(EngineError::ConversationNotFound(id)) if id == next
+    ));
+    assert!(matches!(
+        engine
+            .send_message(ann, send(next, "early", "too early"))
+            .await,
+        Err(EngineError::ConversationNotFound(_))
+    ));
+
+    let created = group(&store, &engine, ann, &[bob]).await;
+    assert_eq!(created, next, "ids are given out in order");
+    let mut bob_client = TestClient::connect(&engine, bob).await;
+    assert_eq!(engine.conversation(bob, created).await.unwrap().id, created);
+    let (message, _) = engine
+        .send_message(ann, send(created, "first", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(message.seq, Seq(1));
+    assert_eq!(
+        bob_client.next_message().await.body.as_deref(),
+        Some("hello")
+    );
 }
 
 async fn racing_direct_conversations_resolve_to_one(store: TestStore) {

@@ -275,6 +275,39 @@ async fn concurrent_sends_through_both_nodes_give_every_member_one_gap_free_sequ
     assert_eq!(stored[..], sequences[0][..200], "pushes match the store");
 }
 
+/// A node that answered for an id as missing hears when another node creates it: the new
+/// member's first message through that node is stored, not refused.
+#[actix_rt::test]
+async fn a_conversation_created_on_one_node_is_found_at_once_on_the_other() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = cluster.two_nodes().await;
+    let ann = a.api.register("ann").await;
+    let bob = b.api.register("bob").await;
+    let first = direct(&a.api, &ann, &bob).await;
+    let mut bob_ws = b.api.socket(&bob).await;
+    let next = first + 1;
+    let (status, body) = b
+        .api
+        .get(&format!("/conversations/{next}"), &bob.access)
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    let group = a.api.group(&ann, &[&bob]).await;
+    assert_eq!(group, next, "ids are given out in order");
+    let created = bob_ws.next_event("conversation:created").await;
+    assert_eq!(created["data"]["id"], group);
+    let reply = bob_ws
+        .request(
+            "message:send",
+            json!({"conversationId": group, "clientMsgId": "first", "body": "hi"}),
+        )
+        .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    assert_eq!(reply["data"]["message"]["seq"], 1, "{reply}");
+}
+
 #[actix_rt::test]
 async fn the_users_of_a_killed_node_go_offline_for_the_others() {
     let Some(cluster) = Cluster::new().await else {

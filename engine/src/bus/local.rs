@@ -121,4 +121,6 @@ impl Bus for LocalBus {
     }
 
     fn membership_changed(&self, _conversation: ConversationId, _user: UserId, _joined: bool) {}
+
+    fn conversation_created(&self, _conversation: ConversationId) {}
 }

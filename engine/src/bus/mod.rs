@@ -89,4 +89,8 @@ pub trait Bus: Send + Sync + 'static {
     /// `user` joined or left `conversation`: other nodes' member lists and
     /// subscriptions follow. Published before the membership event itself.
     fn membership_changed(&self, conversation: ConversationId, user: UserId, joined: bool);
+
+    /// `conversation` was just created: other nodes that answered for its id as missing
+    /// load it again. Published before the creation's events.
+    fn conversation_created(&self, conversation: ConversationId);
 }

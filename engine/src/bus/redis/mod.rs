@@ -770,6 +770,11 @@ impl Bus for RedisBus {
         inner.send(inner.keys.user_channel(user), note);
         inner.send(inner.keys.roster_channel(), Body::Roster { conversation });
     }
+
+    fn conversation_created(&self, conversation: ConversationId) {
+        let inner = &self.inner;
+        inner.send(inner.keys.roster_channel(), Body::Roster { conversation });
+    }
 }
 
 /// Sends queued envelopes in pipelines, in the order they were published.

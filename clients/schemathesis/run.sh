@@ -178,9 +178,31 @@ status=0
     --workers 1 \
     --output-truncate true \
     --no-color
-) || status=$?
+) 2>&1 | tee "$work/schemathesis.out" || status=$?
 
 stop_server
+# A stateful failure shows only its last steps: the server's log has every request to the
+# conversations the failures name, in order, for what came before them.
+if [ "$status" -ne 0 ]; then
+  "$python" - "$work/schemathesis.out" "$work/server.log" <<'EOF' >&2 || true
+import json, re, sys
+
+output = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+named = sorted(set(re.findall(r"/conversations/(\d+)", output)), key=int)
+if named:
+    print(f"the server's requests to conversations {', '.join(named)}:")
+    pattern = re.compile(r"/conversations/(" + "|".join(named) + r")(/|$)")
+    for line in open(sys.argv[2], encoding="utf-8", errors="replace"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        fields = entry.get("fields", {})
+        if fields.get("message") == "request" and pattern.search(str(fields.get("path", ""))):
+            print(f"  {entry.get('timestamp', '')} {fields.get('method')} "
+                  f"{fields.get('path')} {fields.get('status')}")
+EOF
+fi
 if grep -q 'panicked' "$work/server.log"; then
   echo "the server panicked:" >&2
   grep -A 5 'panicked' "$work/server.log" | head -n 40 >&2

@@ -133,6 +133,8 @@ impl AnnouncedReceipts {
 /// How soon after an unanswered commit the conversation reads back what it stored, when
 /// no new send does it sooner.
 const CATCH_UP_AFTER: Duration = Duration::from_millis(500);
+/// How soon a member list that could not be reloaded is tried again.
+const RELOAD_RETRY: Duration = Duration::from_secs(1);
 /// Messages read back per query when catching up.
 const CATCH_UP_PAGE: usize = 256;
 
@@ -359,7 +361,7 @@ impl ConversationActor {
         let store = Arc::clone(&self.core.store);
         let id = self.id;
         let load = async move { store.conversation(id).await };
-        ctx.wait(load.into_actor(self).map(|loaded, actor, _| {
+        ctx.wait(load.into_actor(self).map(|loaded, actor, ctx| {
             actor.state = match loaded {
                 Ok(Some(conversation)) => {
                     let roles: HashMap<UserId, MemberRole> = conversation
@@ -368,7 +370,11 @@ impl ConversationActor {
                         .map(|member| (member.user_id, member.role))
                         .collect();
                     let ids = roles.keys().copied().collect();
-                    actor.published_seq = actor.published_seq.max(conversation.last_seq);
+                    // What this actor's unanswered commit stored is in `last_seq` too, but
+                    // members have not heard of it: it goes out when the answer comes.
+                    if !actor.committing && !actor.unsure {
+                        actor.published_seq = actor.published_seq.max(conversation.last_seq);
+                    }
                     actor.announced_receipts.reconcile(&conversation.members);
                     State::Ready(Roster {
                         roles,
@@ -377,12 +383,42 @@ impl ConversationActor {
                     })
                 }
                 Ok(None) => State::Missing,
+                Err(error) if matches!(actor.state, State::Ready(_)) => {
+                    // A reload: the list it has is the best there is until the store
+                    // answers, and members still hear what is committed meanwhile.
+                    tracing::warn!(%error, conversation = %actor.id, "could not reload the member list; trying again");
+                    ctx.run_later(RELOAD_RETRY, |actor, ctx| actor.load_roster(ctx));
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(%error, conversation = %actor.id, "could not load conversation");
                     State::Failed
                 }
             };
+            actor.refuse_sends_of_non_members();
         }));
+    }
+
+    /// Fails the queued sends of senders who are no longer members (removed while their
+    /// send waited for the commit before it): stored now, they would come after the
+    /// member's departure.
+    fn refuse_sends_of_non_members(&mut self) {
+        let State::Ready(roster) = &self.state else {
+            return;
+        };
+        let member = |pending: &PendingSend| roster.roles.contains_key(&pending.send.sender_id);
+        if self.queued.iter().all(member) {
+            return;
+        }
+        let (kept, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued)
+            .into_iter()
+            .partition(member);
+        self.queued = kept;
+        for pending in refused {
+            let _ = pending
+                .reply
+                .send(Err(EngineError::ConversationNotFound(self.id)));
+        }
     }
 
     fn idle(&self) -> bool {
@@ -735,6 +771,7 @@ impl Handler<ChangeMembership> for ConversationActor {
                         roster.roles.remove(&msg.user);
                         roster.rebuild_ids();
                     }
+                    actor.refuse_sends_of_non_members();
                 }
                 Ok(true)
             },

@@ -62,6 +62,7 @@ on_both_stores!(
     one_commit_settles_the_batches_of_several_conversations,
     idle_conversations_stop_and_restart_on_demand,
     a_conversation_asked_for_before_it_existed_is_found_once_created,
+    a_failed_write_stores_nothing_and_the_next_commit_goes_on,
     racing_direct_conversations_resolve_to_one,
 );
 
@@ -1548,6 +1549,90 @@ async fn a_conversation_asked_for_before_it_existed_is_found_once_created(store:
     assert_eq!(
         bob_client.next_message().await.body.as_deref(),
         Some("hello")
+    );
+}
+
+/// Runs `sql` on the test's database from a connection of its own.
+async fn run_sql(store: &TestStore, sql: &'static str) {
+    use diesel::connection::SimpleConnection;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    if store.url.starts_with("postgres") {
+        let mut conn = AsyncPgConnection::establish(&store.url).await.unwrap();
+        conn.batch_execute(sql).await.unwrap();
+    } else {
+        let url = store.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn =
+                <diesel::SqliteConnection as diesel::Connection>::establish(&url).unwrap();
+            conn.batch_execute(sql).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// A group commit whose insert fails stores nothing and fails its sends; the transaction
+/// it leaves is rolled back, so the next commit on the same connection goes on from the
+/// same seq.
+async fn a_failed_write_stores_nothing_and_the_next_commit_goes_on(store: TestStore) {
+    let trigger = if store.url.starts_with("postgres") {
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN IF NEW.body = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF;
+           RETURN NEW; END $$;
+         CREATE TRIGGER refuse_boom BEFORE INSERT ON messages
+           FOR EACH ROW EXECUTE FUNCTION refuse_boom();"
+    } else {
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON messages WHEN NEW.body = 'boom'
+           BEGIN SELECT RAISE(ABORT, 'boom refused'); END;"
+    };
+    let engine = store.engine(Limits::default());
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut bob_client = TestClient::connect(&engine, bob).await;
+    engine
+        .send_message(ann, send(conversation, "k-1", "first"))
+        .await
+        .unwrap();
+    run_sql(&store, trigger).await;
+
+    let refused = engine
+        .send_message(ann, send(conversation, "k-2", "boom"))
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::Internal(_))),
+        "{refused:?}"
+    );
+    for n in 3..=5 {
+        let (message, created) = engine
+            .send_message(ann, send(conversation, &format!("k-{n}"), "fine"))
+            .await
+            .unwrap();
+        assert!(created);
+        assert_eq!(message.seq, Seq(n - 1), "the failed send took no seq");
+    }
+    let pushed: Vec<Seq> = [
+        bob_client.next_message().await,
+        bob_client.next_message().await,
+        bob_client.next_message().await,
+        bob_client.next_message().await,
+    ]
+    .iter()
+    .map(|message| message.seq)
+    .collect();
+    assert_eq!(pushed, [Seq(1), Seq(2), Seq(3), Seq(4)]);
+    bob_client.assert_none(QUIET, is_message).await;
+    let history = engine
+        .history(ann, conversation, HistoryPage::default())
+        .await
+        .unwrap();
+    let bodies: Vec<Option<&str>> = history
+        .messages
+        .iter()
+        .map(|message| message.body.as_deref())
+        .collect();
+    assert_eq!(
+        bodies,
+        [Some("first"), Some("fine"), Some("fine"), Some("fine")]
     );
 }
 

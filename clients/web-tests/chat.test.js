@@ -266,6 +266,41 @@ test("the server restarts: both reconnect, and a message sent while bob is away 
   bob.assertClean();
 });
 
+test("a message written while the socket is down survives a reload and is sent once", async () => {
+  const { page } = ann;
+  // Ann's WebSockets are refused until `blocked` is cleared; her page still loads.
+  let blocked = true;
+  await page.routeWebSocket(/\/api\/v1\/ws/, (ws) => {
+    if (blocked) ws.close({ code: 1011, reason: "blocked by the test" });
+    else ws.connectToServer();
+  });
+  await page.reload();
+  await page.locator("#connection", { hasText: "Reconnecting…" }).waitFor();
+  const input = page.getByLabel("Message", { exact: true });
+  await input.fill("Written offline");
+  await input.press("Enter");
+  await page.locator("#messages .message.pending", { hasText: "Written offline" }).waitFor();
+
+  await page.reload();
+  await page.locator("#connection", { hasText: "Reconnecting…" }).waitFor();
+  await page.locator("#messages .message.pending", { hasText: "Written offline" }).waitFor();
+  blocked = false;
+  await page.locator("#connection").waitFor({ state: "hidden", timeout: 20000 });
+  await message(page, "Written offline").waitFor();
+  await page.locator("#messages .message.pending").waitFor({ state: "detached" });
+  await message(bob.page, "Written offline").waitFor();
+  await page.unrouteAll();
+  const count = async (user) => (await bodies(user.page)).filter((body) => body === "Written offline").length;
+  assert.equal(await count(ann), 1, "once for ann");
+  assert.equal(await count(bob), 1, "once for bob");
+  // Sent: a further reload restores nothing.
+  await page.reload();
+  await message(page, "Written offline").waitFor();
+  assert.equal(await page.locator("#messages .message.pending").count(), 0);
+  ann.assertClean();
+  bob.assertClean();
+});
+
 test("a video call between the two reaches connected, then hangs up", async () => {
   const { page } = ann;
   await page.getByRole("button", { name: "Video call" }).click();

@@ -37,7 +37,7 @@ const state = {
   conversations: new Map(),
   /** conversationId → {bySeq: Map, hasMoreBefore, loading} */
   messages: new Map(),
-  /** clientMsgId → {conversationId, body, replyToId, failed} */
+  /** clientMsgId → {conversationId, body, replyToId, failed}; kept in sessionStorage too */
   outbox: new Map(),
   /** conversationId → Map(userId → lapse timer) */
   typing: new Map(),
@@ -199,6 +199,7 @@ async function enterApp() {
   $("me-name").textContent = displayName(state.me);
   paintAvatar($("me-avatar"), displayName(state.me), state.me.id);
   await loadConversations();
+  restoreOutbox();
   socket.start();
   const remembered = Number(sessionStorage.getItem("courier.active"));
   if (remembered && state.conversations.has(remembered)) await openConversation(remembered, { focus: false });
@@ -221,6 +222,7 @@ function resetState() {
 }
 
 async function logout() {
+  if (state.me) sessionStorage.removeItem(outboxKey(state.me.id));
   resetState();
   sessionStorage.removeItem("courier.active");
   await api.logout();
@@ -738,8 +740,41 @@ async function submitComposer(event) {
   const pending = { conversationId: id, clientMsgId, body, replyToId: mode === "reply" ? message.id : null, replyTo: null, failed: false };
   if (mode === "reply") pending.replyTo = { id: message.id, senderId: message.senderId, preview: message.body.slice(0, 100) };
   state.outbox.set(clientMsgId, pending);
+  saveOutbox();
   renderMessages({ toBottom: true });
   await deliverPending(pending);
+}
+
+// Unsent messages outlive a reload of the tab: they are sent again with the same
+// clientMsgId, which the server stores at most once.
+function outboxKey(userId) {
+  return `courier.outbox.${userId}`;
+}
+
+function saveOutbox() {
+  if (!state.me) return;
+  const unsent = [...state.outbox.values()].map(({ conversationId, clientMsgId, body, replyToId, replyTo }) => ({ conversationId, clientMsgId, body, replyToId, replyTo }));
+  if (unsent.length) sessionStorage.setItem(outboxKey(state.me.id), JSON.stringify(unsent));
+  else sessionStorage.removeItem(outboxKey(state.me.id));
+}
+
+function restoreOutbox() {
+  let unsent = [];
+  try {
+    unsent = JSON.parse(sessionStorage.getItem(outboxKey(state.me.id)) ?? "[]");
+  } catch {
+    // Unreadable: nothing to restore.
+  }
+  for (const pending of Array.isArray(unsent) ? unsent : []) {
+    if (state.conversations.has(pending?.conversationId) && typeof pending.body === "string") {
+      state.outbox.set(pending.clientMsgId, { ...pending, failed: false });
+    }
+  }
+  saveOutbox();
+}
+
+function forgetSent(clientMsgId) {
+  if (state.outbox.delete(clientMsgId)) saveOutbox();
 }
 
 /** Sends one queued message; kept in the outbox while disconnected, resent on reconnect. */
@@ -750,7 +785,7 @@ async function deliverPending(pending) {
     const data = { conversationId: pending.conversationId, clientMsgId: pending.clientMsgId, body: pending.body };
     if (pending.replyToId) data.replyToId = pending.replyToId;
     const reply = await socket.request("message:send", data);
-    state.outbox.delete(pending.clientMsgId);
+    forgetSent(pending.clientMsgId);
     storeMessage(reply.message);
   } catch (error) {
     if (error.code === "rate_limited" || error.code === "unavailable" || error.code === "internal") {
@@ -787,7 +822,7 @@ function storeMessage(message) {
   }
   const entry = messagesOf(id);
   const known = entry.bySeq.get(message.seq);
-  if (message.senderId === state.me.id) state.outbox.delete(message.clientMsgId);
+  if (message.senderId === state.me.id) forgetSent(message.clientMsgId);
   const fresh = !known && message.seq > (conversation.lastSeq ?? 0);
   if (entry.loaded || known) entry.bySeq.set(message.seq, message);
   if (message.seq >= (conversation.lastSeq ?? 0)) {

@@ -221,10 +221,11 @@ test("presence: bob leaves (ann sees last seen), reloads and is still signed in 
 });
 
 test("the server restarts: both reconnect, and a message sent while bob is away arrives once", async () => {
-  // The browser reports the refused connections of the restart as console errors.
+  // The browser reports the refused connections of the restart as console errors, and
+  // a request in flight when the server stops as reset.
   for (const user of [ann, bob]) {
     user.tolerate(/WebSocket connection to .* failed/);
-    user.tolerate(/Failed to load resource: net::ERR_(CONNECTION_REFUSED|INTERNET_DISCONNECTED)/);
+    user.tolerate(/Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|INTERNET_DISCONNECTED)/);
   }
   await server.stop();
   await ann.page.locator("#connection", { hasText: "Reconnecting…" }).waitFor();

@@ -377,8 +377,9 @@ impl Engine {
         };
         if created {
             // Ids are sequential: a request for this one just before it existed may have
-            // left an actor, here or on another node, that knows it as missing. Those
-            // load it again before anything sent after this answer reaches them.
+            // left an actor, here or on another node, that knows it as missing. Here it
+            // loads it again before anything sent after this answer; other nodes do when
+            // the bus brings them the note, before the members there hear of it.
             self.core.reload_roster(conversation.id);
             self.core.bus.conversation_created(conversation.id);
             let members: Arc<[UserId]> = conversation.members.iter().map(|m| m.user_id).collect();

@@ -1564,6 +1564,8 @@ async fn run_sql(store: &TestStore, sql: &'static str) {
         tokio::task::spawn_blocking(move || {
             let mut conn =
                 <diesel::SqliteConnection as diesel::Connection>::establish(&url).unwrap();
+            // The engine's writer may hold the lock for a moment (a checkpoint).
+            conn.batch_execute("PRAGMA busy_timeout = 5000;").unwrap();
             conn.batch_execute(sql).unwrap();
         })
         .await

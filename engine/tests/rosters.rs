@@ -51,6 +51,32 @@ async fn group(engine: &Engine, owner: UserId, others: &[UserId]) -> Conversatio
         .id
 }
 
+/// Returns once `count` sessions of the test's database wait for a lock (the commit or the
+/// reload the test holds up is in place).
+async fn lock_waiters(url: &str, count: i64) {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+    let mut watcher = AsyncPgConnection::establish(url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
+            "(SELECT count(*) FROM pg_stat_activity \
+              WHERE datname = current_database() AND wait_event_type = 'Lock')",
+        ))
+        .get_result(&mut watcher)
+        .await
+        .unwrap();
+        if waiting >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{waiting} of {count} lock waiters"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An administrator's connection holding `lock` in an open transaction.
 async fn hold(url: &str, lock: &str) -> AsyncPgConnection {
     let mut admin = AsyncPgConnection::establish(url).await.unwrap();
@@ -82,8 +108,8 @@ async fn a_reload_during_a_commit_does_not_swallow_its_message() {
     let mut admin = hold(&store.url, "LOCK TABLE messages IN SHARE MODE").await;
     let sent = engine.send_message(ann, send(conversation, "k-1", "while reloading"));
     let reload_and_release = async {
-        // The commit is at the lock, holding the one connection.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The commit is at the lock, holding the one connection, when the reload comes.
+        lock_waiters(&store.url, 1).await;
         delivery.roster_changed(conversation);
         tokio::time::sleep(Duration::from_millis(200)).await;
         admin.batch_execute("COMMIT").await.unwrap();
@@ -106,20 +132,24 @@ async fn a_reload_during_a_commit_does_not_swallow_its_message() {
 }
 
 /// A reload the store cannot answer keeps the member list the conversation had: its
-/// members go on sending, and hear each other.
+/// members go on sending, and hear each other. A second later it is tried again, and a
+/// change made meanwhile takes effect.
 #[actix_rt::test]
-async fn a_failed_reload_keeps_the_member_list() {
+async fn a_failed_reload_keeps_the_member_list_and_is_tried_again() {
     let Some(database) = courier_test_db::TestDatabase::new(common::Backend::Postgres).await else {
         return;
     };
-    let store = TestStore::configured(database, |config| {
-        config.query_timeout = Duration::from_millis(300);
-    })
-    .await
-    .unwrap();
+    const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+    let store = TestStore::configured(database, |config| config.query_timeout = QUERY_TIMEOUT)
+        .await
+        .unwrap();
     let (engine, delivery) = engine_with_its_delivery(&store);
-    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
-    let conversation = group(&engine, ann, &[bob]).await;
+    let (ann, bob, cat) = (
+        store.user("ann").await,
+        store.user("bob").await,
+        store.user("cat").await,
+    );
+    let conversation = group(&engine, ann, &[bob, cat]).await;
     let mut bob_client = TestClient::connect(&engine, bob).await;
     engine
         .send_message(ann, send(conversation, "k-1", "before"))
@@ -127,11 +157,19 @@ async fn a_failed_reload_keeps_the_member_list() {
         .unwrap();
     assert_eq!(bob_client.next_message().await.seq, Seq(1));
 
-    // The reload reads the member list, which the lock holds past the store's timeout.
+    // The reload reads the member list, which the lock holds past the store's timeout;
+    // meanwhile cat is removed, as another node would.
     let mut admin = hold(&store.url, "LOCK TABLE members IN ACCESS EXCLUSIVE MODE").await;
     delivery.roster_changed(conversation);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    admin.batch_execute("COMMIT").await.unwrap();
+    lock_waiters(&store.url, 1).await;
+    tokio::time::sleep(QUERY_TIMEOUT + Duration::from_millis(300)).await;
+    admin
+        .batch_execute(&format!(
+            "DELETE FROM members WHERE conversation_id = {} AND user_id = {}; COMMIT",
+            conversation.0, cat.0
+        ))
+        .await
+        .unwrap();
 
     let (message, _) = engine
         .send_message(ann, send(conversation, "k-2", "after a failed reload"))
@@ -143,6 +181,18 @@ async fn a_failed_reload_keeps_the_member_list() {
         (pushed.seq, pushed.body.as_deref()),
         (Seq(2), Some("after a failed reload"))
     );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while engine.authorize(cat, conversation).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reload was never tried again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(matches!(
+        engine.authorize(cat, conversation).await,
+        Err(EngineError::ConversationNotFound(_))
+    ));
 }
 
 /// A send that passed the membership check but still waits for the commit before it is
@@ -162,13 +212,14 @@ async fn a_queued_send_of_a_removed_member_is_refused() {
     let anns = engine.send_message(ann, send(conversation, "a-1", "in flight"));
     let bobs = async {
         // Behind ann's commit, which waits at the lock.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        lock_waiters(&store.url, 1).await;
         engine
             .send_message(bob, send(conversation, "b-1", "queued"))
             .await
     };
     let remove_and_release = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        lock_waiters(&store.url, 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(engine.remove_member(ann, conversation, bob).await.unwrap());
         admin.batch_execute("COMMIT").await.unwrap();
     };

@@ -208,6 +208,8 @@ async function enterApp() {
 
 function resetState() {
   socket.stop();
+  // Signed out, here or in another tab: unsent messages are not kept for a later sign-in.
+  if (state.me) sessionStorage.removeItem(outboxKey(state.me.id));
   document.title = "Courier";
   state.me = null;
   state.users.clear();
@@ -222,7 +224,6 @@ function resetState() {
 }
 
 async function logout() {
-  if (state.me) sessionStorage.removeItem(outboxKey(state.me.id));
   resetState();
   sessionStorage.removeItem("courier.active");
   await api.logout();
@@ -753,9 +754,16 @@ function outboxKey(userId) {
 
 function saveOutbox() {
   if (!state.me) return;
-  const unsent = [...state.outbox.values()].map(({ conversationId, clientMsgId, body, replyToId, replyTo }) => ({ conversationId, clientMsgId, body, replyToId, replyTo }));
-  if (unsent.length) sessionStorage.setItem(outboxKey(state.me.id), JSON.stringify(unsent));
-  else sessionStorage.removeItem(outboxKey(state.me.id));
+  // A message the server refused for good is shown as failed, and not sent again later.
+  const unsent = [...state.outbox.values()]
+    .filter((pending) => !pending.failed)
+    .map(({ conversationId, clientMsgId, body, replyToId, replyTo }) => ({ conversationId, clientMsgId, body, replyToId, replyTo }));
+  try {
+    if (unsent.length) sessionStorage.setItem(outboxKey(state.me.id), JSON.stringify(unsent));
+    else sessionStorage.removeItem(outboxKey(state.me.id));
+  } catch {
+    // Storage full or blocked: the messages are still sent from memory.
+  }
 }
 
 function restoreOutbox() {
@@ -766,7 +774,7 @@ function restoreOutbox() {
     // Unreadable: nothing to restore.
   }
   for (const pending of Array.isArray(unsent) ? unsent : []) {
-    if (state.conversations.has(pending?.conversationId) && typeof pending.body === "string") {
+    if (state.conversations.has(pending?.conversationId) && typeof pending.clientMsgId === "string" && typeof pending.body === "string") {
       state.outbox.set(pending.clientMsgId, { ...pending, failed: false });
     }
   }
@@ -790,9 +798,13 @@ async function deliverPending(pending) {
   } catch (error) {
     if (error.code === "rate_limited" || error.code === "unavailable" || error.code === "internal") {
       // Safe to repeat: the clientMsgId makes a retried send store nothing twice.
-      setTimeout(() => deliverPending(pending), (error.retryAfter ?? 1) * 1000);
+      // Not after a sign-out, when the outbox was emptied (another user may be signed in).
+      setTimeout(() => {
+        if (state.outbox.get(pending.clientMsgId) === pending) deliverPending(pending);
+      }, (error.retryAfter ?? 1) * 1000);
     } else if (error.code !== "disconnected" && error.code !== "timeout") {
       pending.failed = true;
+      saveOutbox();
       report(error);
     }
   } finally {

@@ -77,6 +77,8 @@ pub(crate) struct ConversationActor {
     typing: HashMap<UserId, SpawnHandle>,
     announced_receipts: AnnouncedReceipts,
     last_activity: Instant,
+    /// The next attempt at a member list reload that failed; one at a time.
+    reload_retry: Option<SpawnHandle>,
 }
 
 /// The highest receipt members have heard of, per member and watermark. Receipts are
@@ -173,6 +175,7 @@ impl ConversationActor {
             unsure: false,
             typing: HashMap::new(),
             last_activity: Instant::now(),
+            reload_retry: None,
         }
     }
 
@@ -358,6 +361,9 @@ impl ConversationActor {
     /// Loads the member list and last seq. Nothing is handled until they are in:
     /// membership checks need them.
     fn load_roster(&mut self, ctx: &mut Context<Self>) {
+        if let Some(retry) = self.reload_retry.take() {
+            ctx.cancel_future(retry);
+        }
         let store = Arc::clone(&self.core.store);
         let id = self.id;
         let load = async move { store.conversation(id).await };
@@ -387,7 +393,10 @@ impl ConversationActor {
                     // A reload: the list it has is the best there is until the store
                     // answers, and members still hear what is committed meanwhile.
                     tracing::warn!(%error, conversation = %actor.id, "could not reload the member list; trying again");
-                    ctx.run_later(RELOAD_RETRY, |actor, ctx| actor.load_roster(ctx));
+                    actor.reload_retry = Some(ctx.run_later(RELOAD_RETRY, |actor, ctx| {
+                        actor.reload_retry = None;
+                        actor.load_roster(ctx);
+                    }));
                     return;
                 }
                 Err(error) => {

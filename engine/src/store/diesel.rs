@@ -332,10 +332,11 @@ async fn sqlite_pool(
         SqliteDurability::Normal => "NORMAL",
     };
     // WAL lets readers run beside the writer; busy_timeout covers the moments a
-    // checkpoint or another process holds the lock; foreign keys are off by default.
+    // checkpoint or another process holds the lock (it comes first: switching a new file
+    // to WAL takes the lock too); foreign keys are off by default.
     let pragmas = format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-         {SQLITE_BUSY_TIMEOUT} PRAGMA foreign_keys = ON;"
+        "{SQLITE_BUSY_TIMEOUT} PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+         PRAGMA foreign_keys = ON;"
     );
     let mut manager_config = ManagerConfig::<SqliteConn>::default();
     manager_config.custom_setup = Box::new(move |url| {

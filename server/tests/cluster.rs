@@ -308,6 +308,70 @@ async fn a_conversation_created_on_one_node_is_found_at_once_on_the_other() {
     assert_eq!(reply["data"]["message"]["seq"], 1, "{reply}");
 }
 
+/// A member added and removed through one node while messages flow, connected to another:
+/// they hear every message stored from their join on, in order, and then that they left
+/// (which their node stops following the conversation for as it arrives).
+#[actix_rt::test]
+async fn a_member_added_and_removed_elsewhere_hears_every_message_then_the_removal() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = cluster.two_nodes().await;
+    let ann = a.api.register("ann").await;
+    let cat = a.api.register("cat").await;
+    let bob = b.api.register("bob").await;
+    let group = a.api.group(&ann, &[&cat]).await;
+    let mut bob_ws = b.api.socket(&bob).await;
+
+    let done = std::cell::Cell::new(false);
+    let stream = |sender: usize| {
+        let (api, cat, done) = (&a.api, &cat, &done);
+        async move {
+            let mut n = 0;
+            while !done.get() {
+                api.send(cat, group, &format!("{sender}-{n}"), "flowing")
+                    .await;
+                n += 1;
+            }
+        }
+    };
+    let joins = async {
+        for round in 0..8 {
+            let path = format!("/conversations/{group}/members");
+            let (status, body) = a
+                .api
+                .post(&path, Some(&ann.access), json!({"userId": bob.id}))
+                .await;
+            assert_eq!(status, 201, "{body}");
+            let created = bob_ws.next_event("conversation:created").await;
+            let joined_at = created["data"]["lastSeq"].as_i64().unwrap();
+            // Everything bob hears until the next round, past what was stored at the join.
+            let mut heard = Vec::new();
+            let until = tokio::time::Instant::now() + Duration::from_millis(300);
+            while let Ok(frame) =
+                tokio::time::timeout_at(until, bob_ws.next_event("message:received")).await
+            {
+                heard.push(frame["data"]["seq"].as_i64().unwrap());
+            }
+            let (status, body) = a
+                .api
+                .delete(
+                    &format!("/conversations/{group}/members/{}", bob.id),
+                    &ann.access,
+                )
+                .await;
+            assert_eq!(status, 204, "{body}");
+            bob_ws.next_event("member:left").await;
+            let later: Vec<i64> = heard.into_iter().filter(|&seq| seq > joined_at).collect();
+            assert!(!later.is_empty(), "round {round}: messages kept flowing");
+            let expected: Vec<i64> = (joined_at + 1..=*later.last().unwrap()).collect();
+            assert_eq!(later, expected, "round {round}: joined at seq {joined_at}");
+        }
+        done.set(true);
+    };
+    futures_util::join!(stream(0), stream(1), joins);
+}
+
 #[actix_rt::test]
 async fn the_users_of_a_killed_node_go_offline_for_the_others() {
     let Some(cluster) = Cluster::new().await else {

@@ -772,9 +772,17 @@ impl Handler<ChangeMembership> for ConversationActor {
                     }
                     actor.publish(ServerEvent::MemberJoined(event_data), None);
                 } else {
-                    // The one who left hears it too, then nothing more.
+                    // The one who left hears it too, then nothing more: on their own
+                    // channel, which their nodes still follow when they stop following
+                    // the conversation's (on the conversation's, the note just sent could
+                    // make them stop before the event arrives).
                     actor.stop_typing(ctx, msg.user);
-                    actor.publish(ServerEvent::MemberLeft(event_data), None);
+                    let left = ServerEvent::MemberLeft(event_data);
+                    actor.publish(left.clone(), Some(msg.user));
+                    actor
+                        .core
+                        .bus
+                        .publish(Audience::Users(Arc::from([msg.user])), left.encode());
                     actor.announced_receipts.forget(msg.user);
                     if let State::Ready(roster) = &mut actor.state {
                         roster.roles.remove(&msg.user);

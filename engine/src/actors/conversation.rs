@@ -13,7 +13,8 @@ use crate::engine::Core;
 use crate::error::{EngineError, StoreError};
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
 use crate::protocol::{
-    Member, MemberRole, MembershipChanged, Message, ReceiptAdvanced, ServerEvent, TypingChanged,
+    EventFrame, Member, MemberRole, MembershipChanged, Message, ReceiptAdvanced, ServerEvent,
+    TypingChanged,
 };
 use crate::store::{AppendOutcome, NewMessage, Store, Watermark};
 
@@ -196,18 +197,23 @@ impl ConversationActor {
     }
 
     fn publish(&self, event: ServerEvent, except: Option<UserId>) {
+        let seq = match &event {
+            ServerEvent::MessageReceived(message) => Some(message.seq),
+            _ => None,
+        };
+        self.publish_frame(event.encode(), seq, except);
+    }
+
+    /// Publishes an event already encoded to the members (but `except`).
+    fn publish_frame(&self, frame: EventFrame, seq: Option<Seq>, except: Option<UserId>) {
         if let State::Ready(roster) = &self.state {
-            let seq = match &event {
-                ServerEvent::MessageReceived(message) => Some(message.seq),
-                _ => None,
-            };
             let audience = Audience::Members {
                 conversation: self.id,
                 members: Arc::clone(&roster.ids),
                 except,
                 seq,
             };
-            self.core.bus.publish(audience, event.encode());
+            self.core.bus.publish(audience, frame);
         }
     }
 
@@ -777,12 +783,12 @@ impl Handler<ChangeMembership> for ConversationActor {
                     // the conversation's (on the conversation's, the note just sent could
                     // make them stop before the event arrives).
                     actor.stop_typing(ctx, msg.user);
-                    let left = ServerEvent::MemberLeft(event_data);
-                    actor.publish(left.clone(), Some(msg.user));
+                    let left = ServerEvent::MemberLeft(event_data).encode();
+                    actor.publish_frame(left.clone(), None, Some(msg.user));
                     actor
                         .core
                         .bus
-                        .publish(Audience::Users(Arc::from([msg.user])), left.encode());
+                        .publish(Audience::Users(Arc::from([msg.user])), left);
                     actor.announced_receipts.forget(msg.user);
                     if let State::Ready(roster) = &mut actor.state {
                         roster.roles.remove(&msg.user);

@@ -30,6 +30,11 @@ pub struct Limits {
     pub presence_grace: Duration,
     /// A conversation actor with no traffic for this long stops and frees its memory.
     pub conversation_idle: Duration,
+    /// How long pushed events may wait before their session's transport is told, so
+    /// that one socket write carries several commits' events: less CPU per delivered
+    /// event on a busy fan-out, for up to this much more latency. Zero (the default)
+    /// tells the transport at once. Acks and replies are never delayed.
+    pub write_delay: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +49,7 @@ impl Default for Limits {
             typing_ttl: Duration::from_secs(6),
             presence_grace: Duration::from_secs(5),
             conversation_idle: Duration::from_secs(300),
+            write_delay: Duration::ZERO,
         }
     }
 }

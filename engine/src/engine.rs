@@ -11,6 +11,7 @@ use crate::actors::{
     Announcer, AttachSession, Authorize, ChangeMembership, CloseReason, ConversationActor,
     DetachSession, MarkReceipt, MessageChange, ModifyMessage, Outbound, OutboundQueue, PostMessage,
     RelayCall, ReloadRoster, SessionSink, SetStatus, SetTyping, UserActor, UserDirectory,
+    WriteDelay,
 };
 use crate::bus::{Audience, Bus, LocalBus, LocalDelivery};
 use crate::config::Limits;
@@ -45,6 +46,8 @@ pub(crate) struct Core {
     pub(crate) limits: Limits,
     pub(crate) users: Arc<UserDirectory>,
     pub(crate) announcer: Announcer,
+    /// Set when [`Limits::write_delay`] is not zero.
+    write_delay: Option<Arc<WriteDelay>>,
     conversations: Sharded<ConversationId, Addr<ConversationActor>>,
     next_session: AtomicI64,
 }
@@ -87,6 +90,14 @@ impl Core {
         let mut shard = self.conversations.shard(&id).write();
         if shard.get(&id) == Some(addr) {
             shard.remove(&id);
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if let Some(delay) = &self.write_delay {
+            delay.stop();
         }
     }
 }
@@ -143,7 +154,17 @@ impl EngineBuilder {
             Some(factory) => factory(local.clone()),
             None => Arc::new(LocalBus::new(local.clone())),
         };
+        let write_delay = (!self.limits.write_delay.is_zero())
+            .then(|| WriteDelay::start(self.limits.write_delay))
+            .and_then(|started| {
+                started
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, "no write-delay thread: events are written at once");
+                    })
+                    .ok()
+            });
         let core = Arc::new(Core {
+            write_delay,
             announcer: Announcer::new(Arc::clone(&self.store), Arc::clone(&bus)),
             commits: Arc::new(GroupCommit::new(
                 Arc::clone(&self.store),
@@ -290,6 +311,7 @@ impl Engine {
             user,
             recipient,
             self.core.limits.outbound_queue_capacity,
+            self.core.write_delay.clone(),
         ));
         let mut attempt = 0;
         let actor = loop {
@@ -325,6 +347,10 @@ impl Engine {
 
     /// Closes every session with [`CloseReason::Shutdown`] (their transports decide how).
     pub fn close_all_sessions(&self) {
+        // Events held back by the write delay go out before the close.
+        if let Some(delay) = &self.core.write_delay {
+            delay.flush();
+        }
         self.core.users.close_all(CloseReason::Shutdown);
     }
 

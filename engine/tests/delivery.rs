@@ -58,6 +58,8 @@ on_both_stores!(
     concurrent_edits_end_on_what_is_stored,
     one_serialisation_is_shared_by_all_recipients,
     a_burst_reaches_a_session_in_one_wake_up_in_order,
+    a_write_delay_gathers_several_commits_in_one_wake_up,
+    events_held_by_the_write_delay_go_out_before_a_shutdown_close,
     group_commit_settles_every_send_of_a_batch,
     one_commit_settles_the_batches_of_several_conversations,
     idle_conversations_stop_and_restart_on_demand,
@@ -1272,6 +1274,96 @@ async fn a_burst_reaches_a_session_in_one_wake_up_in_order(store: TestStore) {
         .expect("recorder alive");
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].name(), "typing:stopped");
+}
+
+/// Waits for the recorder's next wake-up and returns its events, decoded.
+async fn next_wake_up(
+    wake_ups: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<courier_engine::protocol::EventFrame>>,
+) -> Vec<ServerEvent> {
+    let frames = tokio::time::timeout(common::WAIT, wake_ups.recv())
+        .await
+        .expect("a wake-up")
+        .expect("recorder alive");
+    frames
+        .iter()
+        .map(|frame| frame.decode().expect("decodable event"))
+        .collect()
+}
+
+async fn a_write_delay_gathers_several_commits_in_one_wake_up(store: TestStore) {
+    use actix::Actor as _;
+    let limits = Limits {
+        write_delay: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let engine = store.engine(limits);
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder { taken }.start();
+    let session = engine.connect(bob, recorder.recipient()).await.unwrap();
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    // What the creation pushed (the conversation, presence) comes in one wake-up.
+    let created = next_wake_up(&mut wake_ups).await;
+    assert!(
+        matches!(created.first(), Some(ServerEvent::ConversationCreated(_))),
+        "{created:?}"
+    );
+    assert_eq!(session.queue().pending(), 0);
+
+    // Five sends, each acked (so each committed) before the next: five commits.
+    let mut acked = Vec::new();
+    for n in 1..=5 {
+        let (message, _) = engine
+            .send_message(ann, send(conversation, &format!("k{n}"), &format!("m{n}")))
+            .await
+            .unwrap();
+        acked.push(message.seq.0);
+    }
+    assert_eq!(acked, [1, 2, 3, 4, 5]);
+    assert!(
+        wake_ups.try_recv().is_err(),
+        "acks are not delayed, events are: bob's transport has not been told yet"
+    );
+    assert_eq!(session.queue().pending(), 5);
+
+    let burst = next_wake_up(&mut wake_ups).await;
+    let seqs: Vec<i64> = burst
+        .iter()
+        .map(|event| match event {
+            ServerEvent::MessageReceived(message) => message.seq.0,
+            other => panic!("unexpected event: {other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "one wake-up, every commit, in order");
+    let more = tokio::time::timeout(QUIET, wake_ups.recv()).await;
+    assert!(more.is_err(), "no second wake-up: {more:?}");
+}
+
+async fn events_held_by_the_write_delay_go_out_before_a_shutdown_close(store: TestStore) {
+    let limits = Limits {
+        // Longer than the test: only the shutdown can let these events out in time.
+        write_delay: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let engine = store.engine(limits);
+    let (ann, bob) = (store.user("ann").await, store.user("bob").await);
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let mut client = TestClient::connect(&engine, bob).await;
+    engine
+        .send_message(ann, send(conversation, "last", "before the close"))
+        .await
+        .unwrap();
+    assert!(client.take_raw().is_none(), "held back by the delay");
+
+    engine.close_all_sessions();
+    match client.next_outbound().await {
+        Pushed::Event(frame) => assert_eq!(frame.name(), "message:received"),
+        Pushed::Close(reason) => panic!("closed before the held event: {reason:?}"),
+    }
+    assert!(matches!(
+        client.next_outbound().await,
+        Pushed::Close(CloseReason::Shutdown)
+    ));
 }
 
 async fn one_serialisation_is_shared_by_all_recipients(store: TestStore) {

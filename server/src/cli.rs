@@ -71,6 +71,9 @@ pub struct Settings {
     /// Milliseconds a user stays online after their last connection closes.
     #[arg(long, env = "COURIER_PRESENCE_GRACE_MS", global = true)]
     pub presence_grace_ms: Option<u64>,
+    /// Milliseconds pushed events may wait to share a socket write (0: none).
+    #[arg(long, env = "COURIER_WRITE_DELAY_MS", global = true)]
+    pub write_delay_ms: Option<u64>,
     /// Comma-separated origins allowed by CORS.
     #[arg(
         long,
@@ -132,6 +135,9 @@ impl Settings {
         if let Some(grace) = self.presence_grace_ms {
             config.presence_grace_ms = grace;
         }
+        if let Some(delay) = self.write_delay_ms {
+            config.write_delay_ms = delay;
+        }
         if let Some(origins) = self.cors_allowed_origins {
             config.cors_allowed_origins = origins;
         }
@@ -169,12 +175,15 @@ mod tests {
             path.to_str().unwrap(),
             "--listen",
             "127.0.0.1:7000",
+            "--write-delay-ms",
+            "5",
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Serve)));
         let config = cli.settings.into_config().unwrap();
         assert_eq!(config.listen, "127.0.0.1:7000", "the flag wins");
         assert_eq!(config.bcrypt_cost, 10, "the file fills what flags leave");
+        assert_eq!(config.write_delay_ms, 5);
     }
 
     #[test]

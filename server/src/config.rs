@@ -80,6 +80,10 @@ pub struct Config {
     /// How long a user stays online after their last connection closes, in milliseconds
     /// (a reload or network hand-over within it shows no offline/online flap).
     pub presence_grace_ms: u64,
+    /// How long pushed events may wait, in milliseconds, so that one socket write carries
+    /// several of them: less server CPU per delivery on busy conversations, for up to
+    /// this much more latency. 0 (the default) writes at once; acks are never delayed.
+    pub write_delay_ms: u64,
     /// STUN and TURN servers handed to the web client for calls (`RTCIceServer` entries).
     /// Empty by default: peers on one host or network need none.
     pub ice_servers: Vec<IceServer>,
@@ -123,6 +127,7 @@ impl Default for Config {
             sends_per_second: 20,
             ws_frames_per_second: 50,
             presence_grace_ms: 5_000,
+            write_delay_ms: 0,
             ice_servers: Vec::new(),
         }
     }
@@ -142,6 +147,10 @@ pub const MIN_PRESENCE_TTL_MS: u64 = 300;
 /// The smallest outbound queue: room for a burst of a chat message, its receipt and a
 /// typing event.
 pub const MIN_OUTBOUND_QUEUE_CAPACITY: u64 = 4;
+
+/// The longest write delay: beyond it events would lag behind what people expect of a
+/// chat, and the delay would only hide a server that is too small.
+pub const MAX_WRITE_DELAY_MS: u64 = 1_000;
 
 impl Config {
     /// Reads a TOML file over the defaults.
@@ -187,6 +196,12 @@ impl Config {
         );
         at_least("sends_per_second", self.sends_per_second.into(), 1);
         at_least("ws_frames_per_second", self.ws_frames_per_second.into(), 1);
+        if self.write_delay_ms > MAX_WRITE_DELAY_MS {
+            problems.push(format!(
+                "write_delay_ms must be at most {MAX_WRITE_DELAY_MS} (got {})",
+                self.write_delay_ms
+            ));
+        }
         if !BCRYPT_COSTS.contains(&self.bcrypt_cost) {
             problems.push(format!(
                 "bcrypt_cost must be between {} and {} (got {})",
@@ -324,6 +339,7 @@ mod tests {
             outbound_queue_capacity: 3,
             bcrypt_cost: 3,
             presence_ttl_ms: 299,
+            write_delay_ms: 1_001,
             ice_servers: vec![IceServer {
                 urls: vec!["http://turn.example.com".into()],
                 username: None,
@@ -339,6 +355,7 @@ mod tests {
             "outbound_queue_capacity must be at least 4 (got 3)",
             "bcrypt_cost must be between 4 and 31 (got 3)",
             "presence_ttl_ms must be at least 300 (got 299)",
+            "write_delay_ms must be at most 1000 (got 1001)",
             "ice_servers[0]: \"http://turn.example.com\" is not a stun:, turn: or turns: URL",
         ] {
             assert!(

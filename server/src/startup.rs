@@ -63,6 +63,7 @@ impl Application {
             max_commit_batch: config.max_commit_batch,
             commit_concurrency: config.commit_concurrency,
             presence_grace: Duration::from_millis(config.presence_grace_ms),
+            write_delay: Duration::from_millis(config.write_delay_ms),
             ..Limits::default()
         };
         let store: Arc<dyn Store> = Arc::new(store);

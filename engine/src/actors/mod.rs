@@ -11,6 +11,7 @@ mod conversation;
 pub(crate) mod registry;
 pub(crate) mod session;
 mod user;
+mod write_delay;
 
 pub(crate) use announcer::Announcer;
 pub(crate) use conversation::{
@@ -23,3 +24,4 @@ pub use user::UserDirectory;
 pub(crate) use user::{
     AttachSession, DetachSession, RelayCall, SetStatus, UserActor, tell_offline,
 };
+pub(crate) use write_delay::WriteDelay;

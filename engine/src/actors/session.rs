@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use actix::{Message, Recipient};
 use parking_lot::{Mutex, RwLock};
 
+use super::write_delay::WriteDelay;
 use crate::ids::{ConversationId, SessionId, UserId};
 use crate::protocol::EventFrame;
 
@@ -154,6 +155,8 @@ pub(crate) struct SessionSink {
     pub(crate) id: SessionId,
     pub(crate) user: UserId,
     recipient: Recipient<Outbound>,
+    /// Where the wake-up waits when the engine delays writes; `None` wakes at once.
+    write_delay: Option<Arc<WriteDelay>>,
     /// Inline, not behind its own `Arc`: one pointer less to chase per delivery.
     pub(crate) queue: OutboundQueue,
     /// Conversations this session left with `room:leave`; checked only when non-empty.
@@ -174,11 +177,13 @@ impl SessionSink {
         user: UserId,
         recipient: Recipient<Outbound>,
         capacity: usize,
+        write_delay: Option<Arc<WriteDelay>>,
     ) -> Self {
         Self {
             id,
             user,
             recipient,
+            write_delay,
             queue: OutboundQueue::new(capacity),
             left_rooms: RwLock::new(HashSet::new()),
             has_left_rooms: AtomicBool::new(false),
@@ -219,9 +224,17 @@ impl SessionSink {
             return;
         }
         if queue.append(frame) {
-            self.recipient
-                .do_send(Outbound::Events(PendingEvents(Arc::clone(self))));
+            match &self.write_delay {
+                Some(delay) => delay.schedule(Arc::clone(self)),
+                None => self.wake(),
+            }
         }
+    }
+
+    /// Tells the transport that events wait.
+    pub(crate) fn wake(self: &Arc<Self>) {
+        self.recipient
+            .do_send(Outbound::Events(PendingEvents(Arc::clone(self))));
     }
 
     pub(crate) fn close(&self, reason: CloseReason) {

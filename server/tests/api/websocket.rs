@@ -20,6 +20,7 @@ courier_test_db::on_both_stores!(
     graceful_shutdown_says_going_away,
     presence_events_reach_contacts,
     sockets_close_when_their_token_expires,
+    a_write_delay_holds_events_back_but_not_acks,
 );
 
 async fn sockets_close_when_their_token_expires(db: TestDatabase) {
@@ -425,4 +426,51 @@ async fn graceful_shutdown_says_going_away(db: TestDatabase) {
         .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].client_msg_id, "last");
+}
+
+async fn a_write_delay_holds_events_back_but_not_acks(db: TestDatabase) {
+    let app = spawn_app_with(db, |config| config.write_delay_ms = 1_000).await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let group = app.group(&ann, &[&bob]).await;
+    let mut ann_ws = app.socket(&ann).await;
+    let mut bob_ws = app.socket(&bob).await;
+
+    let mut sent = Vec::new();
+    for n in 1..=3 {
+        let ack = ann_ws
+            .request(
+                "message:send",
+                json!({"conversationId": group, "clientMsgId": format!("d{n}"), "body": format!("m{n}")}),
+            )
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        sent.push(ack["data"]["message"]["seq"].as_i64());
+    }
+    assert_eq!(sent, [Some(1), Some(2), Some(3)]);
+    // The acks came at once; the events wait for the delay (1 s from the first push).
+    bob_ws
+        .assert_none(Duration::from_millis(200), |frame| {
+            frame["type"] == "message:received"
+        })
+        .await;
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        heard.push(bob_ws.next_event("message:received").await["data"]["seq"].as_i64());
+    }
+    assert_eq!(heard, sent, "every message, in order");
+
+    // A shutdown lets held events out before the close frame.
+    ann_ws
+        .request(
+            "message:send",
+            json!({"conversationId": group, "clientMsgId": "d4", "body": "last"}),
+        )
+        .await;
+    let shutdown = app.shutdown.clone();
+    actix_rt::spawn(async move { shutdown.stop().await });
+    let last = bob_ws.next_event("message:received").await;
+    assert_eq!(last["data"]["body"], "last");
+    let reason = bob_ws.closed().await.expect("a close reason");
+    assert_eq!(reason.code, ws::CloseCode::Away);
 }

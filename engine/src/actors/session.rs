@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use actix::{Message, Recipient};
 use parking_lot::{Mutex, RwLock};
@@ -157,8 +157,6 @@ pub(crate) struct SessionSink {
     recipient: Recipient<Outbound>,
     /// Where the wake-up waits when the engine delays writes; `None` wakes at once.
     write_delay: Option<Arc<WriteDelay>>,
-    /// When the transport was last woken, for the write delay (its own clock).
-    pub(super) last_wake: AtomicU64,
     /// Inline, not behind its own `Arc`: one pointer less to chase per delivery.
     pub(crate) queue: OutboundQueue,
     /// Conversations this session left with `room:leave`; checked only when non-empty.
@@ -186,7 +184,6 @@ impl SessionSink {
             user,
             recipient,
             write_delay,
-            last_wake: AtomicU64::new(super::write_delay::NEVER),
             queue: OutboundQueue::new(capacity),
             left_rooms: RwLock::new(HashSet::new()),
             has_left_rooms: AtomicBool::new(false),
@@ -228,7 +225,7 @@ impl SessionSink {
         }
         if queue.append(frame) {
             match &self.write_delay {
-                Some(delay) => delay.wake_or_schedule(Arc::clone(self)),
+                Some(delay) => delay.schedule(Arc::clone(self)),
                 None => self.wake(),
             }
         }

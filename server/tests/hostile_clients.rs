@@ -60,6 +60,8 @@ struct Server {
     port: u16,
     /// Lines of its output that show a panic or an error-level log.
     alarms: Arc<Mutex<Vec<String>>>,
+    /// Its own warnings (a failed commit, say), to explain a refused control send.
+    warnings: Arc<Mutex<Vec<String>>>,
     _data: tempfile::TempDir,
 }
 
@@ -90,9 +92,11 @@ impl Server {
             .spawn()
             .expect("courier starts");
         let alarms = Arc::new(Mutex::new(Vec::new()));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, port_rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let stdout_alarms = Arc::clone(&alarms);
+        let stdout_warnings = Arc::clone(&warnings);
         // Reads the log for the port, then keeps draining it so the child never blocks.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -106,8 +110,12 @@ impl Server {
                 // clients' doing, not a fault.
                 let own_error =
                     line.contains("\"level\":\"ERROR\"") && line.contains("\"target\":\"courier");
+                let own_warning =
+                    line.contains("\"level\":\"WARN\"") && line.contains("\"target\":\"courier");
                 if line.contains("panicked") || own_error {
                     stdout_alarms.lock().unwrap().push(line);
+                } else if own_warning {
+                    stdout_warnings.lock().unwrap().push(line);
                 }
             }
         });
@@ -129,6 +137,7 @@ impl Server {
             child,
             port: u16::try_from(port).unwrap(),
             alarms,
+            warnings,
             _data: data,
         }
     }
@@ -940,15 +949,18 @@ impl Control {
         }
     }
 
-    /// Sends a message and returns its ack's message.
-    async fn send(&mut self, key: &str, body: &str) -> Value {
+    /// Sends a message and returns its ack's message, or the frame that refused it.
+    async fn send(&mut self, key: &str, body: &str) -> Result<Value, Value> {
         let data = json!({"conversationId": self.conversation, "clientMsgId": key, "body": body});
         let reference = self.socket.command("message:send", data).await;
         loop {
             let frame = self.next().await;
             if frame["ref"] == reference.as_str() {
-                assert_eq!(frame["type"], "ack", "control send refused: {frame}");
-                return frame["data"]["message"].clone();
+                return if frame["type"] == "ack" {
+                    Ok(frame["data"]["message"].clone())
+                } else {
+                    Err(frame)
+                };
             }
         }
     }
@@ -1073,7 +1085,27 @@ async fn control_clients_keep_talking_while_hostile_clients_fuzz_every_socket() 
         } else {
             &mut bob_ws
         };
-        let acked = sender.send(&format!("control-{seq}"), &body).await;
+        // `unavailable` is the documented "nothing was stored, retry": a client retries
+        // it with the same key, and so does this one, a few times. Anything else, or
+        // unavailability that does not pass, fails the test.
+        let mut attempts = 0;
+        let acked = loop {
+            attempts += 1;
+            match sender.send(&format!("control-{seq}"), &body).await {
+                Ok(acked) => break acked,
+                Err(refusal) => {
+                    let warnings = server.warnings.lock().unwrap().join("\n");
+                    assert!(
+                        refusal["error"] == "unavailable" && attempts < 3,
+                        "control send refused: {refusal}\nthe server's warnings:\n{warnings}"
+                    );
+                    eprintln!(
+                        "control send {seq} unavailable, retrying; the server's warnings:\n{warnings}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         assert_eq!(acked["seq"], seq, "acked out of order: {acked}");
         assert_eq!(acked["body"], body.as_str());
         sent.push((seq, body));

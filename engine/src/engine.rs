@@ -154,15 +154,17 @@ impl EngineBuilder {
             Some(factory) => factory(local.clone()),
             None => Arc::new(LocalBus::new(local.clone())),
         };
-        let write_delay = (!self.limits.write_delay.is_zero())
-            .then(|| WriteDelay::start(self.limits.write_delay))
-            .and_then(|started| {
-                started
-                    .inspect_err(|error| {
-                        tracing::warn!(%error, "no write-delay thread: events are written at once");
-                    })
-                    .ok()
-            });
+        let write_delay = if self.limits.write_delay.is_zero() {
+            None
+        } else {
+            match WriteDelay::start(self.limits.write_delay) {
+                Ok(delay) => Some(delay),
+                Err(error) => {
+                    tracing::warn!(%error, "no write-delay thread: events are written at once");
+                    None
+                }
+            }
+        };
         let core = Arc::new(Core {
             write_delay,
             announcer: Announcer::new(Arc::clone(&self.store), Arc::clone(&bus)),

@@ -26,6 +26,10 @@ pub(crate) struct WriteDelay {
     state: Mutex<Waiting>,
     /// Signalled when the first session starts waiting, and at shutdown.
     signal: Condvar,
+    /// The sessions of the flush under way, held while they are woken: a flush for a
+    /// shutdown waits for it, so no session's close overtakes its events. Swapped with
+    /// the waiting list, so neither allocates once both have room.
+    waking: Mutex<Vec<Arc<SessionSink>>>,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +45,7 @@ impl WriteDelay {
             delay,
             state: Mutex::new(Waiting::default()),
             signal: Condvar::new(),
+            waking: Mutex::new(Vec::new()),
         });
         let flusher = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -63,11 +68,12 @@ impl WriteDelay {
         }
     }
 
-    /// Wakes every waiting session now (before sessions are closed, so their events go
-    /// out first).
+    /// Wakes every waiting session now, once a flush under way has woken its own (before
+    /// sessions are closed, so their events go out first).
     pub(crate) fn flush(&self) {
-        let sessions = std::mem::take(&mut self.state.lock().sessions);
-        for sink in sessions {
+        let mut waking = self.waking.lock();
+        std::mem::swap(&mut *waking, &mut self.state.lock().sessions);
+        for sink in waking.drain(..) {
             sink.wake();
         }
     }
@@ -80,8 +86,6 @@ impl WriteDelay {
     }
 
     fn run(&self) {
-        // Swapped with the waiting list, so neither allocates once both have room.
-        let mut due = Vec::new();
         loop {
             {
                 let mut state = self.state.lock();
@@ -94,10 +98,7 @@ impl WriteDelay {
             }
             // Every session that starts waiting from now until the flush shares it.
             std::thread::sleep(self.delay);
-            std::mem::swap(&mut due, &mut self.state.lock().sessions);
-            for sink in due.drain(..) {
-                sink.wake();
-            }
+            self.flush();
         }
     }
 }

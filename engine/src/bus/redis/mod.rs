@@ -620,6 +620,14 @@ impl Bus for RedisBus {
 
     async fn user_arrived(&self, user: UserId) -> Arrival {
         let inner = &self.inner;
+        // Listen on the user's channel before reading their memberships. A `Joined` note
+        // published after the subscribe is heard, and `joined` records it because the
+        // user is `here` already; a membership committed before the note was published
+        // is in the read. The other way round, a note published between the read and
+        // the subscribe would be lost, and this node would not follow that conversation
+        // until the user came back.
+        let stale = inner.here.lock().insert(user, Vec::new());
+        inner.subscribe(vec![inner.keys.user_channel(user)]).await;
         let memberships = inner
             .store
             .memberships_of(user)
@@ -628,19 +636,24 @@ impl Bus for RedisBus {
                 tracing::warn!(%error, %user, "could not read the user's conversations");
                 Vec::new()
             });
-        let mut channels = vec![inner.keys.user_channel(user)];
+        let mut channels = Vec::new();
         {
             let mut here = inner.here.lock();
+            let conversations = here.entry(user).or_default();
+            // Those that notes announced during the read.
+            let heard = conversations.len();
             for &(conversation, last_seq) in &memberships {
+                if conversations[..heard].contains(&conversation) {
+                    continue;
+                }
+                conversations.push(conversation);
                 if inner.order.track(conversation, Some(last_seq)) {
                     channels.push(inner.keys.conversation_channel(conversation));
                 }
             }
-            let conversations = memberships.iter().map(|&(id, _)| id).collect();
-            if let Some(stale) = here.insert(user, conversations) {
-                for conversation in stale {
-                    inner.order.untrack(conversation);
-                }
+            // Untracked only now, so a conversation the user is still in stays tracked.
+            for conversation in stale.into_iter().flatten() {
+                inner.order.untrack(conversation);
             }
         }
         inner.subscribe(channels).await;

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{TestClient, TestStore};
-use courier_engine::bus::{RedisBus, RedisBusConfig};
+use courier_engine::bus::{Audience, RedisBus, RedisBusConfig};
 use courier_engine::protocol::{
-    Conversation, ConversationSummary, Member, MemberRole, Message, ServerEvent,
+    Conversation, ConversationSummary, Member, MemberRole, Message, PresenceChanged, ServerEvent,
 };
 use courier_engine::store::{
     AppendOutcome, ConversationSends, ConversationStore, DieselStore, MessageStore,
@@ -53,6 +53,8 @@ impl HeldMembershipRead {
 fn node(store: &TestStore, redis_url: &str, bus_store: Arc<dyn Store>) -> (Engine, Arc<RedisBus>) {
     let mut config = RedisBusConfig::new(redis_url);
     config.prefix = "courier-engine-test".into();
+    // Heartbeats (after which a node publishes a resync it owes) every half second.
+    config.presence_ttl = Duration::from_secs(3);
     let handle = Arc::new(std::sync::Mutex::new(None));
     let engine = Engine::builder(store.store.clone() as Arc<dyn Store>)
         .limits(Limits::default())
@@ -154,7 +156,85 @@ async fn a_user_added_on_another_node_while_arriving_hears_the_conversation(stor
     assert_eq!(received.body.as_deref(), Some("welcome"));
 }
 
-on_both_stores!(a_user_added_on_another_node_while_arriving_hears_the_conversation);
+async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(store: TestStore) {
+    let Some(redis) = TestRedis::start() else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let owner = store.user("owner").await;
+    let near = store.user("near").await;
+    let far = store.user("far").await;
+    let (adding, adding_bus) = node(&store, &redis.url(), store.store.clone());
+    let (other, other_bus) = node(&store, &redis.url(), store.store.clone());
+    until_healthy(&adding).await;
+    until_healthy(&other).await;
+
+    let request = CreateConversation::Group {
+        title: "team".into(),
+        members: Vec::new(),
+    };
+    let conversation = other
+        .create_conversation(owner, request)
+        .await
+        .unwrap()
+        .0
+        .id;
+    let owner_client = TestClient::connect(&other, owner).await;
+    let mut near_client = TestClient::connect(&adding, near).await;
+    let mut far_client = TestClient::connect(&other, far).await;
+    // The other node's conversation actor holds the member list: the owner alone.
+    owner_client.send(conversation, "before", "before").await;
+
+    // Redis stops taking writes: the adding node's publishes wait, fill its outbox, and
+    // then are dropped, the notes of the two joins with them.
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pause = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .clone();
+    pause.query_async::<()>(&mut admin).await.unwrap();
+    let nobody = Audience::Users(Arc::from([UserId(i64::MAX)]));
+    let filler = ServerEvent::UserOnline(PresenceChanged {
+        user_id: UserId(i64::MAX),
+        last_seen: None,
+    });
+    while adding_bus.stats().dropped == 0 {
+        for _ in 0..1_000 {
+            adding.publish(nobody.clone(), &filler);
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(adding.add_member(owner, conversation, near).await.unwrap());
+    assert!(adding.add_member(owner, conversation, far).await.unwrap());
+    let unpause = redis::cmd("CLIENT").arg("UNPAUSE").clone();
+    unpause.query_async::<()>(&mut admin).await.unwrap();
+
+    // Once writes pass again, the adding node owes the cluster a resync.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while adding_bus.stats().resyncs == 0 || other_bus.stats().resyncs == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no resync");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = owner_client.send(conversation, "after", "after").await;
+    // `far` is on the node that commits: its reloaded member list has them. `near` is on
+    // the adding node, which follows the conversation again.
+    for client in [&mut far_client, &mut near_client] {
+        let received = client.next_message().await;
+        assert_eq!(received.conversation_id, conversation);
+        assert_eq!(received.seq, sent.seq);
+        assert_eq!(received.body.as_deref(), Some("after"));
+    }
+}
+
+on_both_stores!(
+    a_user_added_on_another_node_while_arriving_hears_the_conversation,
+    members_added_while_a_nodes_notes_are_dropped_hear_the_conversation,
+);
 
 #[async_trait]
 impl UserStore for HeldMembershipRead {

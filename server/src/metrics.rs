@@ -37,7 +37,7 @@ pub struct Metrics {
     /// 1 while events reach the other nodes (always, with the in-process bus).
     bus_up: IntGauge,
     /// The Redis bus's counters, by kind (published, dropped, received, gap_fills,
-    /// nodes_reaped).
+    /// nodes_reaped, resyncs).
     bus_events: IntCounterVec,
     redis_bus: Arc<OnceLock<Arc<RedisBus>>>,
     bus_seen: Mutex<RedisBusStats>,
@@ -104,7 +104,8 @@ impl Metrics {
             Opts::new(
                 "bus_events_total",
                 "Redis bus envelopes: published, dropped (Redis unreachable), received, \
-                 gap_fills (seqs read from the store), nodes_reaped (dead nodes taken offline)",
+                 gap_fills (seqs read from the store), nodes_reaped (dead nodes taken offline), \
+                 resyncs (member lists and subscriptions reloaded after a lost control note)",
             ),
             &["kind"],
         )?;
@@ -153,6 +154,7 @@ impl Metrics {
                 ("received", now.received, seen.received),
                 ("gap_fills", now.gap_fills, seen.gap_fills),
                 ("nodes_reaped", now.nodes_reaped, seen.nodes_reaped),
+                ("resyncs", now.resyncs, seen.resyncs),
             ] {
                 self.bus_events
                     .with_label_values(&[kind])

@@ -1,5 +1,5 @@
 //! What travels on the Redis channels: an event frame with its audience, or a control
-//! note (a member joined or left, a member list changed).
+//! note (a member joined or left, a member list changed, some such note was lost).
 //!
 //! A fixed binary header, written by hand: the frame's JSON is forwarded as it was
 //! serialised on the publishing node, never parsed or re-encoded on the way, and the
@@ -18,6 +18,7 @@ const USERS: u8 = 2;
 const JOINED: u8 = 3;
 const LEFT: u8 = 4;
 const ROSTER: u8 = 5;
+const RESYNC: u8 = 6;
 
 const EPHEMERAL: u8 = 1;
 const HAS_CONVERSATION: u8 = 2;
@@ -56,6 +57,9 @@ pub(crate) enum Body {
     },
     /// The member list of `conversation` changed: conversation actors reload it.
     Roster { conversation: ConversationId },
+    /// A control note of the publisher's was dropped: every node reloads its member
+    /// lists and reads its users' memberships again.
+    Resync,
 }
 
 /// Why a payload was refused.
@@ -72,6 +76,7 @@ impl Envelope {
             Body::Joined { .. } => JOINED,
             Body::Left { .. } => LEFT,
             Body::Roster { .. } => ROSTER,
+            Body::Resync => RESYNC,
         };
         out.put_u8(kind);
         out.put_u128_le(self.origin);
@@ -98,6 +103,7 @@ impl Envelope {
                 out.put_i64_le(user.0);
             }
             Body::Roster { conversation } => out.put_i64_le(conversation.0),
+            Body::Resync => {}
         }
         out.freeze()
     }
@@ -141,9 +147,17 @@ impl Envelope {
             ROSTER => Body::Roster {
                 conversation: ConversationId(get_i64(&mut bytes)?),
             },
+            RESYNC => Body::Resync,
             _ => return Err(Malformed("unknown kind")),
         };
         Ok(Self { origin, body })
+    }
+
+    /// Whether an encoded envelope is a control note, whose loss leaves other nodes
+    /// following the wrong conversations or holding stale member lists (a lost event is
+    /// only an event: messages are filled from the store).
+    pub(crate) fn is_control(payload: &[u8]) -> bool {
+        matches!(payload.first(), Some(&(JOINED | LEFT | ROSTER | RESYNC)))
     }
 }
 
@@ -263,6 +277,42 @@ mod tests {
                 user: UserId(5)
             }
         ));
+    }
+
+    #[test]
+    fn a_resync_crosses_and_only_control_notes_count_as_such() {
+        let resync = Envelope {
+            origin: 3,
+            body: Body::Resync,
+        }
+        .encode();
+        assert!(Envelope::is_control(&resync));
+        let got = Envelope::decode(resync).expect("decodes");
+        assert_eq!(got.origin, 3);
+        assert!(matches!(got.body, Body::Resync));
+
+        let roster = Body::Roster {
+            conversation: ConversationId(4),
+        };
+        let joined = Body::Joined {
+            conversation: ConversationId(4),
+            user: UserId(2),
+        };
+        for body in [roster, joined] {
+            assert!(Envelope::is_control(&Envelope { origin: 3, body }.encode()));
+        }
+        let event = Body::Users {
+            users: Arc::from([UserId(1)]),
+            frame: typing(),
+        };
+        assert!(!Envelope::is_control(
+            &Envelope {
+                origin: 3,
+                body: event
+            }
+            .encode()
+        ));
+        assert!(!Envelope::is_control(&[]));
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod envelope;
 mod order;
 mod presence;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -103,6 +103,7 @@ struct Counters {
     received: AtomicU64,
     gap_fills: AtomicU64,
     nodes_reaped: AtomicU64,
+    resyncs: AtomicU64,
 }
 
 /// A snapshot of the bus's counters.
@@ -118,6 +119,9 @@ pub struct RedisBusStats {
     pub gap_fills: u64,
     /// Dead nodes whose users this node took offline.
     pub nodes_reaped: u64,
+    /// Resyncs done: some node lost a control note, and this one reloaded its member
+    /// lists and followed its users' memberships again.
+    pub resyncs: u64,
 }
 
 /// The cross-node bus over Redis pub/sub, with presence in Redis.
@@ -145,6 +149,8 @@ struct Inner {
     commands_ok: AtomicBool,
     /// The node left the cluster (shutting down): departures announce nothing more.
     left: AtomicBool,
+    /// A control note of this node's was dropped: a resync note is to be published.
+    resync_owed: AtomicBool,
     last_error: Mutex<String>,
     counters: Counters,
 }
@@ -181,6 +187,7 @@ impl RedisBus {
             order: Order::new(),
             subscribed: AtomicBool::new(false),
             left: AtomicBool::new(false),
+            resync_owed: AtomicBool::new(false),
             commands_ok: AtomicBool::new(false),
             last_error: Mutex::new("not connected yet".into()),
             counters: Counters::default(),
@@ -208,6 +215,7 @@ impl RedisBus {
             received: read(&counters.received),
             gap_fills: read(&counters.gap_fills),
             nodes_reaped: read(&counters.nodes_reaped),
+            resyncs: read(&counters.resyncs),
         }
     }
 }
@@ -219,8 +227,27 @@ impl Inner {
             body: envelope,
         }
         .encode();
-        if self.outbox.try_send((channel, payload)).is_err() {
-            self.counters.dropped.fetch_add(1, AtomicOrdering::Relaxed);
+        if let Err(refused) = self.outbox.try_send((channel, payload)) {
+            let (_, payload) = refused.into_inner();
+            self.dropped(1, Envelope::is_control(&payload));
+        }
+    }
+
+    /// Counts envelopes that will not reach Redis; a lost control note is owed a resync.
+    fn dropped(&self, count: usize, any_control: bool) {
+        self.counters
+            .dropped
+            .fetch_add(count as u64, AtomicOrdering::Relaxed);
+        if any_control {
+            self.resync_owed.store(true, AtomicOrdering::Release);
+        }
+    }
+
+    /// Publishes the resync a lost control note owes, once publishing works again.
+    fn publish_owed_resync(&self) {
+        if self.resync_owed.swap(false, AtomicOrdering::AcqRel) {
+            tracing::info!("publishing a resync for the control notes dropped before");
+            self.send(self.keys.roster_channel(), Body::Resync);
         }
     }
 
@@ -275,7 +302,54 @@ impl Inner {
             // them like any other node's.
             Body::Joined { conversation, user } => self.joined(conversation, user).await,
             Body::Left { conversation, user } => self.left(conversation, user).await,
+            // From every origin too: a node whose own notes were lost missed them as well.
+            Body::Resync => self.resync(),
         }
+    }
+
+    /// Some node lost control notes: reload every member list here, and follow every
+    /// conversation the users here are in now (a lost `Joined`). Conversations whose
+    /// `Left` was lost stay followed until their users leave: the envelopes' member
+    /// lists keep their events from anyone no longer a member.
+    fn resync(self: &Arc<Self>) {
+        self.local.rosters_may_be_stale();
+        let inner = Arc::clone(self);
+        actix::spawn(async move {
+            let users: Vec<UserId> = inner.here.lock().keys().copied().collect();
+            let mut channels = Vec::new();
+            for user in users {
+                match inner.store.memberships_of(user).await {
+                    Ok(memberships) => channels.extend(inner.follow(user, &memberships)),
+                    Err(error) => {
+                        tracing::warn!(%error, %user, "could not read the user's conversations")
+                    }
+                }
+            }
+            inner.subscribe(channels).await;
+            inner.counters.resyncs.fetch_add(1, AtomicOrdering::Relaxed);
+        });
+    }
+
+    /// Adds `memberships` that `user`'s list here lacks, tracking each, and returns the
+    /// channels of those newly tracked. Never removes: a `Left` heard while the
+    /// memberships were read must not be undone, nor a `Joined` dropped.
+    fn follow(&self, user: UserId, memberships: &[(ConversationId, Seq)]) -> Vec<String> {
+        let mut here = self.here.lock();
+        let Some(conversations) = here.get_mut(&user) else {
+            return Vec::new();
+        };
+        let known: HashSet<ConversationId> = conversations.iter().copied().collect();
+        let mut channels = Vec::new();
+        for &(conversation, last_seq) in memberships {
+            if known.contains(&conversation) {
+                continue;
+            }
+            conversations.push(conversation);
+            if self.order.track(conversation, Some(last_seq)) {
+                channels.push(self.keys.conversation_channel(conversation));
+            }
+        }
+        channels
     }
 
     async fn joined(&self, conversation: ConversationId, user: UserId) {
@@ -636,25 +710,10 @@ impl Bus for RedisBus {
                 tracing::warn!(%error, %user, "could not read the user's conversations");
                 Vec::new()
             });
-        let mut channels = Vec::new();
-        {
-            let mut here = inner.here.lock();
-            let conversations = here.entry(user).or_default();
-            // Those that notes announced during the read.
-            let heard = conversations.len();
-            for &(conversation, last_seq) in &memberships {
-                if conversations[..heard].contains(&conversation) {
-                    continue;
-                }
-                conversations.push(conversation);
-                if inner.order.track(conversation, Some(last_seq)) {
-                    channels.push(inner.keys.conversation_channel(conversation));
-                }
-            }
-            // Untracked only now, so a conversation the user is still in stays tracked.
-            for conversation in stale.into_iter().flatten() {
-                inner.order.untrack(conversation);
-            }
+        let channels = inner.follow(user, &memberships);
+        // Untracked only now, so a conversation the user is still in stays tracked.
+        for conversation in stale.into_iter().flatten() {
+            inner.order.untrack(conversation);
         }
         inner.subscribe(channels).await;
         match inner
@@ -813,10 +872,10 @@ async fn publish_loop(inner: Weak<Inner>, mut outgoing: mpsc::Receiver<(String, 
             }
             Err(error) => {
                 inner.command_failed("publish", &error);
-                inner
-                    .counters
-                    .dropped
-                    .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
+                let any_control = batch
+                    .iter()
+                    .any(|(_, payload)| Envelope::is_control(payload));
+                inner.dropped(batch.len(), any_control);
             }
         }
         batch.clear();
@@ -884,6 +943,7 @@ async fn heartbeat_loop(weak: Weak<Inner>) {
         match beat {
             Ok(registered_again) => {
                 inner.command_succeeded();
+                inner.publish_owed_resync();
                 if registered_again && !first {
                     tracing::warn!(node = %inner.node, "Redis had lost this node's presence; registered its users again");
                 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::bus::Audience;
+use crate::bus::{Audience, MembershipChange};
 use crate::engine::Core;
 use crate::error::{EngineError, StoreError};
 use crate::ids::{ConversationId, MessageId, Seq, Timestamp, UserId};
@@ -746,18 +746,28 @@ impl Handler<ChangeMembership> for ConversationActor {
                     "direct conversations have fixed members",
                 ));
             }
-            if msg.join {
+            let changed = if msg.join {
                 if store.user_by_id(msg.user).await?.is_none() {
                     return Err(EngineError::UserNotFound(msg.user));
                 }
-                Ok(store.add_member(id, msg.user, MemberRole::Member).await?)
+                store.add_member(id, msg.user, MemberRole::Member).await?
             } else {
-                Ok(store.remove_member(id, msg.user).await?)
-            }
+                store.remove_member(id, msg.user).await?
+            };
+            // Read before the change: no message that may reach the member is at or
+            // below it.
+            let change = if msg.join {
+                MembershipChange::Joined {
+                    after: conversation.last_seq,
+                }
+            } else {
+                MembershipChange::Left
+            };
+            Ok((changed, change))
         };
         AtomicResponse::new(Box::pin(change.into_actor(self).map(
             move |changed, actor, ctx| {
-                let changed = changed?;
+                let (changed, change) = changed?;
                 if !changed {
                     return Ok(false);
                 }
@@ -768,7 +778,7 @@ impl Handler<ChangeMembership> for ConversationActor {
                 actor
                     .core
                     .bus
-                    .membership_changed(actor.id, msg.user, msg.join);
+                    .membership_changed(actor.id, msg.user, change);
                 if msg.join {
                     // A new membership starts from watermarks of 0.
                     actor.announced_receipts.forget(msg.user);

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use async_trait::async_trait;
 
-use super::{Arrival, Audience, Bus, ShownStatus};
+use super::{Arrival, Audience, Bus, MembershipChange, ShownStatus};
 use crate::actors::UserDirectory;
 use crate::engine::Core;
 use crate::ids::{ConversationId, Timestamp, UserId};
@@ -120,7 +120,13 @@ impl Bus for LocalBus {
             .collect()
     }
 
-    fn membership_changed(&self, _conversation: ConversationId, _user: UserId, _joined: bool) {}
+    fn membership_changed(
+        &self,
+        _conversation: ConversationId,
+        _user: UserId,
+        _change: MembershipChange,
+    ) {
+    }
 
     fn conversation_created(&self, _conversation: ConversationId) {}
 }

@@ -51,6 +51,21 @@ pub struct Arrival {
     pub status: Option<ShownStatus>,
 }
 
+/// A change of one user's membership, as the bus tells the user's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// The user joined. `after` is the conversation's last seq read before the join:
+    /// every message that may be theirs comes after it, so their nodes take the
+    /// conversation's messages from the one after it (reading from the store those
+    /// published before they listened).
+    Joined {
+        /// The last seq before the join.
+        after: Seq,
+    },
+    /// The user left.
+    Left,
+}
+
 /// Carries events to the sessions of every node, and knows who is online on which.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -88,7 +103,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// `user` joined or left `conversation`: other nodes' member lists and
     /// subscriptions follow. Published before the membership event itself.
-    fn membership_changed(&self, conversation: ConversationId, user: UserId, joined: bool);
+    fn membership_changed(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        change: MembershipChange,
+    );
 
     /// `conversation` was just created: other nodes that answered for its id as missing
     /// load it again. Published before the creation's events.

@@ -45,10 +45,11 @@ pub(crate) enum Body {
         users: Arc<[UserId]>,
         frame: EventFrame,
     },
-    /// `user` joined `conversation`: their nodes subscribe to it.
+    /// `user` joined `conversation` after its seq `after`: their nodes subscribe to it.
     Joined {
         conversation: ConversationId,
         user: UserId,
+        after: Seq,
     },
     /// `user` left `conversation`: their nodes may unsubscribe.
     Left {
@@ -98,7 +99,16 @@ impl Envelope {
                 put_users(&mut out, users);
                 put_frame(&mut out, frame);
             }
-            Body::Joined { conversation, user } | Body::Left { conversation, user } => {
+            Body::Joined {
+                conversation,
+                user,
+                after,
+            } => {
+                out.put_i64_le(conversation.0);
+                out.put_i64_le(user.0);
+                out.put_i64_le(after.0);
+            }
+            Body::Left { conversation, user } => {
                 out.put_i64_le(conversation.0);
                 out.put_i64_le(user.0);
             }
@@ -139,7 +149,12 @@ impl Envelope {
                 let conversation = ConversationId(get_i64(&mut bytes)?);
                 let user = UserId(get_i64(&mut bytes)?);
                 if kind == JOINED {
-                    Body::Joined { conversation, user }
+                    let after = Seq(get_i64(&mut bytes)?);
+                    Body::Joined {
+                        conversation,
+                        user,
+                        after,
+                    }
                 } else {
                     Body::Left { conversation, user }
                 }
@@ -277,6 +292,23 @@ mod tests {
                 user: UserId(5)
             }
         ));
+        let sent = Envelope {
+            origin: 1,
+            body: Body::Joined {
+                conversation: ConversationId(9),
+                user: UserId(5),
+                after: Seq(31),
+            },
+        };
+        let got = Envelope::decode(sent.encode()).expect("decodes");
+        assert!(matches!(
+            got.body,
+            Body::Joined {
+                conversation: ConversationId(9),
+                user: UserId(5),
+                after: Seq(31),
+            }
+        ));
     }
 
     #[test]
@@ -297,6 +329,7 @@ mod tests {
         let joined = Body::Joined {
             conversation: ConversationId(4),
             user: UserId(2),
+            after: Seq(8),
         };
         for body in [roster, joined] {
             assert!(Envelope::is_control(&Envelope { origin: 3, body }.encode()));

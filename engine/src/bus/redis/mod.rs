@@ -45,7 +45,7 @@ use tokio::sync::mpsc;
 use self::envelope::{Body, Envelope};
 use self::order::{Gap, Order, Push};
 use self::presence::{ARRIVE, DEPART, Keys, parse_status, status_name};
-use super::{Arrival, Audience, Bus, LocalDelivery, ShownStatus};
+use super::{Arrival, Audience, Bus, LocalDelivery, MembershipChange, ShownStatus};
 use crate::ids::{ConversationId, Seq, Timestamp, UserId};
 use crate::protocol::{EventFrame, PresenceStatus, ServerEvent};
 use crate::store::Store;
@@ -300,7 +300,11 @@ impl Inner {
             Body::Roster { conversation } => self.local.roster_changed(conversation),
             // Membership notes count from every origin: this node's own users follow
             // them like any other node's.
-            Body::Joined { conversation, user } => self.joined(conversation, user).await,
+            Body::Joined {
+                conversation,
+                user,
+                after,
+            } => self.joined(conversation, user, after).await,
             Body::Left { conversation, user } => self.left(conversation, user).await,
             // From every origin too: a node whose own notes were lost missed them as well.
             Body::Resync => self.resync(),
@@ -316,43 +320,43 @@ impl Inner {
         let inner = Arc::clone(self);
         actix::spawn(async move {
             let users: Vec<UserId> = inner.here.lock().keys().copied().collect();
-            let mut channels = Vec::new();
+            let mut newly = Vec::new();
             for user in users {
                 match inner.store.memberships_of(user).await {
-                    Ok(memberships) => channels.extend(inner.follow(user, &memberships)),
+                    Ok(memberships) => newly.extend(inner.follow(user, &memberships)),
                     Err(error) => {
                         tracing::warn!(%error, %user, "could not read the user's conversations")
                     }
                 }
             }
-            inner.subscribe(channels).await;
+            inner.follow_from_now(newly).await;
             inner.counters.resyncs.fetch_add(1, AtomicOrdering::Relaxed);
         });
     }
 
-    /// Adds `memberships` that `user`'s list here lacks, tracking each, and returns the
-    /// channels of those newly tracked. Never removes: a `Left` heard while the
-    /// memberships were read must not be undone, nor a `Joined` dropped.
-    fn follow(&self, user: UserId, memberships: &[(ConversationId, Seq)]) -> Vec<String> {
+    /// Adds `memberships` that `user`'s list here lacks, tracking each, and returns
+    /// those newly tracked. Never removes: a `Left` heard while the memberships were
+    /// read must not be undone, nor a `Joined` dropped.
+    fn follow(&self, user: UserId, memberships: &[(ConversationId, Seq)]) -> Vec<ConversationId> {
         let mut here = self.here.lock();
         let Some(conversations) = here.get_mut(&user) else {
             return Vec::new();
         };
         let known: HashSet<ConversationId> = conversations.iter().copied().collect();
-        let mut channels = Vec::new();
+        let mut newly = Vec::new();
         for &(conversation, last_seq) in memberships {
             if known.contains(&conversation) {
                 continue;
             }
             conversations.push(conversation);
             if self.order.track(conversation, Some(last_seq)) {
-                channels.push(self.keys.conversation_channel(conversation));
+                newly.push(conversation);
             }
         }
-        channels
+        newly
     }
 
-    async fn joined(&self, conversation: ConversationId, user: UserId) {
+    async fn joined(self: &Arc<Self>, conversation: ConversationId, user: UserId, after: Seq) {
         let newly = {
             let mut here = self.here.lock();
             let Some(conversations) = here.get_mut(&user) else {
@@ -362,11 +366,26 @@ impl Inner {
                 return;
             }
             conversations.push(conversation);
-            self.order.track(conversation, None)
+            self.order.track(conversation, Some(after))
         };
         if newly {
-            self.subscribe(vec![self.keys.conversation_channel(conversation)])
-                .await;
+            self.follow_from_now(vec![conversation]).await;
+        }
+    }
+
+    /// Subscribes to conversations just tracked, then reads from the store what was
+    /// published on them before the subscription took (a message committed after the
+    /// membership was read, or after the join).
+    async fn follow_from_now(self: &Arc<Self>, conversations: Vec<ConversationId>) {
+        let channels = conversations
+            .iter()
+            .map(|&id| self.keys.conversation_channel(id))
+            .collect();
+        self.subscribe(channels).await;
+        for conversation in conversations {
+            if let Some(gap) = self.order.catch_up_one(conversation) {
+                self.fill(gap);
+            }
         }
     }
 
@@ -710,11 +729,18 @@ impl Bus for RedisBus {
                 tracing::warn!(%error, %user, "could not read the user's conversations");
                 Vec::new()
             });
-        let channels = inner.follow(user, &memberships);
+        let newly = inner.follow(user, &memberships);
         // Untracked only now, so a conversation the user is still in stays tracked.
         for conversation in stale.into_iter().flatten() {
             inner.order.untrack(conversation);
         }
+        // No catch-up from the store here, unlike a join: the user's sessions `sync`
+        // once attached, which reads what was published before the subscription took,
+        // and a burst of arrivals would otherwise cost a read per conversation each.
+        let channels = newly
+            .iter()
+            .map(|&id| inner.keys.conversation_channel(id))
+            .collect();
         inner.subscribe(channels).await;
         match inner
             .presence_script::<(i64, Vec<Option<String>>)>(&ARRIVE, user)
@@ -832,12 +858,20 @@ impl Bus for RedisBus {
         tracing::info!(node = %inner.node, "left the cluster");
     }
 
-    fn membership_changed(&self, conversation: ConversationId, user: UserId, joined: bool) {
+    fn membership_changed(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        change: MembershipChange,
+    ) {
         let inner = &self.inner;
-        let note = if joined {
-            Body::Joined { conversation, user }
-        } else {
-            Body::Left { conversation, user }
+        let note = match change {
+            MembershipChange::Joined { after } => Body::Joined {
+                conversation,
+                user,
+                after,
+            },
+            MembershipChange::Left => Body::Left { conversation, user },
         };
         inner.send(inner.keys.user_channel(user), note);
         inner.send(inner.keys.roster_channel(), Body::Roster { conversation });

@@ -197,6 +197,25 @@ impl Order {
         gaps
     }
 
+    /// Catching up on one conversation just tracked from a known seq (pushes published
+    /// before this node listened never come): the gap from its next seq to the newest,
+    /// marked as being filled. `None` while a fill is under way or no seq is known.
+    pub(crate) fn catch_up_one(&self, conversation: ConversationId) -> Option<Gap> {
+        let shard = self.tracks.shard(&conversation).read();
+        let mut track = shard.get(&conversation)?.lock();
+        match (track.filling, track.next) {
+            (false, Some(next)) => {
+                track.filling = true;
+                Some(Gap {
+                    conversation,
+                    after: Seq(next.0 - 1),
+                    until: None,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The store's answer for a gap: `pushes` in seq order (or nothing, if it could not
     /// be read). Hands out what is next; a gap the store cannot close is skipped, since
     /// clients recover anything missing with `sync`.
@@ -312,6 +331,34 @@ mod tests {
         order.fill(gaps[0], Vec::new(), false, |_| handed += 1);
         assert_eq!(handed, 1);
         assert_eq!(offer_all(&order, &[6]), vec![1]);
+    }
+
+    #[test]
+    fn a_conversation_just_tracked_catches_up_from_its_baseline_once() {
+        let order = Order::new();
+        assert_eq!(order.catch_up_one(CONVERSATION), None, "not tracked");
+        order.track(CONVERSATION, Some(Seq(6)));
+        let gap = order.catch_up_one(CONVERSATION);
+        assert_eq!(
+            gap,
+            Some(Gap {
+                conversation: CONVERSATION,
+                after: Seq(6),
+                until: None
+            })
+        );
+        assert_eq!(order.catch_up_one(CONVERSATION), None, "one fill at a time");
+        // 9 arrives while 7 and 8, published before the subscription, are read.
+        assert_eq!(offer_all(&order, &[9]), vec![0]);
+        let mut handed = 0;
+        order.fill(
+            gap.unwrap(),
+            vec![(Seq(7), push()), (Seq(8), push()), (Seq(9), push())],
+            true,
+            |_| handed += 1,
+        );
+        assert_eq!(handed, 3, "7, 8 and 9, each once");
+        assert_eq!(offer_all(&order, &[9, 10]), vec![0, 1]);
     }
 
     #[test]

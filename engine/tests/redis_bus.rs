@@ -49,8 +49,13 @@ impl HeldMembershipRead {
     }
 }
 
-/// An engine on a Redis bus whose store is `bus_store` (the engine's own is the plain one).
-fn node(store: &TestStore, redis_url: &str, bus_store: Arc<dyn Store>) -> (Engine, Arc<RedisBus>) {
+/// An engine on a Redis bus whose store is `bus_store` (the engine's own is the plain
+/// one), once its bus is up.
+async fn node(
+    store: &TestStore,
+    redis_url: &str,
+    bus_store: Arc<dyn Store>,
+) -> (Engine, Arc<RedisBus>) {
     let mut config = RedisBusConfig::new(redis_url);
     config.prefix = "courier-engine-test".into();
     // Heartbeats (after which a node publishes a resync it owes) every half second.
@@ -68,10 +73,6 @@ fn node(store: &TestStore, redis_url: &str, bus_store: Arc<dyn Store>) -> (Engin
         })
         .build();
     let bus = handle.lock().unwrap().take().unwrap();
-    (engine, bus)
-}
-
-async fn until_healthy(engine: &Engine) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while let Err(error) = engine.bus_health() {
         assert!(
@@ -80,6 +81,24 @@ async fn until_healthy(engine: &Engine) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (engine, bus)
+}
+
+async fn empty_group(engine: &Engine, owner: UserId) -> ConversationId {
+    let request = CreateConversation::Group {
+        title: "team".into(),
+        members: Vec::new(),
+    };
+    let created = engine.create_conversation(owner, request).await.unwrap();
+    created.0.id
+}
+
+/// The next message `client` hears is `sent`.
+async fn hears(client: &mut TestClient, sent: &Message) {
+    let received = client.next_message().await;
+    assert_eq!(received.conversation_id, sent.conversation_id);
+    assert_eq!(received.seq, sent.seq);
+    assert_eq!(received.body, sent.body);
 }
 
 /// Returns once `bus` has sent more than `before` envelopes to Redis and then nothing more
@@ -107,21 +126,9 @@ async fn a_user_added_on_another_node_while_arriving_hears_the_conversation(stor
     let owner = store.user("owner").await;
     let late = store.user("late").await;
     let held = Arc::new(HeldMembershipRead::new(store.store.clone()));
-    let (arriving, _) = node(&store, &redis.url(), Arc::clone(&held) as Arc<dyn Store>);
-    let (adding, adding_bus) = node(&store, &redis.url(), store.store.clone());
-    until_healthy(&arriving).await;
-    until_healthy(&adding).await;
-
-    let request = CreateConversation::Group {
-        title: "team".into(),
-        members: Vec::new(),
-    };
-    let conversation = adding
-        .create_conversation(owner, request)
-        .await
-        .unwrap()
-        .0
-        .id;
+    let (arriving, _) = node(&store, &redis.url(), Arc::clone(&held) as Arc<dyn Store>).await;
+    let (adding, adding_bus) = node(&store, &redis.url(), store.store.clone()).await;
+    let conversation = empty_group(&adding, owner).await;
     let owner_client = TestClient::connect(&adding, owner).await;
 
     // `late`'s first session arrives on one node; its membership read has read (nothing)
@@ -150,10 +157,7 @@ async fn a_user_added_on_another_node_while_arriving_hears_the_conversation(stor
     let sent = owner_client
         .send(conversation, "after-join", "welcome")
         .await;
-    let received = late_client.next_message().await;
-    assert_eq!(received.conversation_id, conversation);
-    assert_eq!(received.seq, sent.seq);
-    assert_eq!(received.body.as_deref(), Some("welcome"));
+    hears(&mut late_client, &sent).await;
 }
 
 async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(store: TestStore) {
@@ -164,21 +168,9 @@ async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(sto
     let owner = store.user("owner").await;
     let near = store.user("near").await;
     let far = store.user("far").await;
-    let (adding, adding_bus) = node(&store, &redis.url(), store.store.clone());
-    let (other, other_bus) = node(&store, &redis.url(), store.store.clone());
-    until_healthy(&adding).await;
-    until_healthy(&other).await;
-
-    let request = CreateConversation::Group {
-        title: "team".into(),
-        members: Vec::new(),
-    };
-    let conversation = other
-        .create_conversation(owner, request)
-        .await
-        .unwrap()
-        .0
-        .id;
+    let (adding, adding_bus) = node(&store, &redis.url(), store.store.clone()).await;
+    let (other, other_bus) = node(&store, &redis.url(), store.store.clone()).await;
+    let conversation = empty_group(&other, owner).await;
     let owner_client = TestClient::connect(&other, owner).await;
     let mut near_client = TestClient::connect(&adding, near).await;
     let mut far_client = TestClient::connect(&other, far).await;
@@ -224,10 +216,7 @@ async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(sto
     // `far` is on the node that commits: its reloaded member list has them. `near` is on
     // the adding node, which follows the conversation again.
     for client in [&mut far_client, &mut near_client] {
-        let received = client.next_message().await;
-        assert_eq!(received.conversation_id, conversation);
-        assert_eq!(received.seq, sent.seq);
-        assert_eq!(received.body.as_deref(), Some("after"));
+        hears(client, &sent).await;
     }
 }
 

@@ -4,18 +4,22 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use common::interposed::{Hooks, Interposed};
 use common::{Pushed, TestClient, TestStore, quick_limits, send};
 use courier_engine::protocol::{
     CallSignal, ClientCommand, ConversationRef, PresenceStatus, Reply, SendMessage, ServerEvent,
     StatusUpdate, SyncRequest,
 };
-use courier_engine::store::Watermark;
+use courier_engine::store::{ConversationStore, Store, Watermark};
 use courier_engine::{
     CloseReason, ConversationId, CreateConversation, EngineError, HistoryPage, Limits, Seq, UserId,
 };
 use futures_util::future::join_all;
+use tokio::sync::Notify;
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -66,6 +70,7 @@ on_both_stores!(
     a_conversation_asked_for_before_it_existed_is_found_once_created,
     a_failed_write_stores_nothing_and_the_next_commit_goes_on,
     racing_direct_conversations_resolve_to_one,
+    a_receipt_write_goes_on_while_its_conversation_waits_on_a_membership_change,
 );
 
 async fn concurrent_senders_share_one_gap_free_order(store: TestStore) {
@@ -1743,4 +1748,79 @@ async fn racing_direct_conversations_resolve_to_one(store: TestStore) {
     let attempts: Vec<_> = attempts.into_iter().map(Result::unwrap).collect();
     assert!(attempts.iter().all(|(c, _)| c.id == attempts[0].0.id));
     assert_eq!(attempts.iter().filter(|(_, created)| *created).count(), 1);
+}
+
+/// A receipt's write that starts only once a membership change has begun, and a change
+/// that waits for that write to finish (5 s at most, then fails as unavailable): the
+/// write must go on while the conversation waits on the change. On SQLite, with its single
+/// writer connection, the change needs the connection the write holds.
+#[derive(Default)]
+struct ReceiptAcrossAChange {
+    receipt_reached_store: Notify,
+    change_began: Notify,
+    receipt_written: Notify,
+}
+
+#[async_trait]
+impl Hooks for ReceiptAcrossAChange {
+    async fn before_advance_watermark(&self) {
+        self.receipt_reached_store.notify_one();
+        self.change_began.notified().await;
+    }
+
+    async fn after_advance_watermark(&self) {
+        self.receipt_written.notify_one();
+    }
+
+    async fn before_add_member(&self) -> Result<(), courier_engine::StoreError> {
+        self.change_began.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), self.receipt_written.notified())
+            .await
+            .map_err(|_| {
+                courier_engine::StoreError::Unavailable("the receipt was never written".into())
+            })
+    }
+}
+
+async fn a_receipt_write_goes_on_while_its_conversation_waits_on_a_membership_change(
+    store: TestStore,
+) {
+    let hooks = Arc::new(ReceiptAcrossAChange::default());
+    let interposed = Interposed::new(store.store.clone(), Arc::clone(&hooks) as Arc<dyn Hooks>);
+    let engine = courier_engine::Engine::builder(Arc::new(interposed) as Arc<dyn Store>).build();
+    let ann = store.user("ann").await;
+    let bob = store.user("bob").await;
+    let cat = store.user("cat").await;
+    let conversation = group(&store, &engine, ann, &[bob]).await;
+    let (message, _) = engine
+        .send_message(ann, send(conversation, "first", "hello"))
+        .await
+        .unwrap();
+
+    let receipt = actix::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .mark(bob, conversation, Watermark::Read, message.seq)
+                .await
+        }
+    });
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        hooks.receipt_reached_store.notified(),
+    )
+    .await
+    .expect("the receipt reaches the store");
+    let added = engine.add_member(ann, conversation, cat).await;
+    assert!(
+        matches!(added, Ok(true)),
+        "the change waited for the receipt's write: {added:?}"
+    );
+    let marked = receipt.await.unwrap();
+    assert!(marked.is_ok(), "{marked:?}");
+
+    let members = store.store.members(conversation).await.unwrap();
+    let bob_read = members.iter().find(|member| member.user_id == bob).unwrap();
+    assert_eq!(bob_read.read_seq, message.seq);
+    assert!(members.iter().any(|member| member.user_id == cat));
 }

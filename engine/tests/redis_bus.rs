@@ -11,40 +11,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::interposed::{Hooks, Interposed};
 use common::{TestClient, TestStore};
 use courier_engine::bus::{Audience, RedisBus, RedisBusConfig};
-use courier_engine::protocol::{
-    Conversation, ConversationSummary, Member, MemberRole, Message, PresenceChanged, ServerEvent,
-};
-use courier_engine::store::{
-    AppendOutcome, ConversationSends, ConversationStore, DieselStore, MessageStore,
-    NewConversation, NewRefreshToken, NewUser, ProfileChanges, RefreshTokenRow, Store, TokenStore,
-    UserRow, UserStore, Watermark,
-};
-use courier_engine::{
-    ConversationId, CreateConversation, Engine, Limits, MessageId, Seq, StoreError, Timestamp,
-    UserId,
-};
+use courier_engine::protocol::{Message, PresenceChanged, ServerEvent};
+use courier_engine::store::Store;
+use courier_engine::{ConversationId, CreateConversation, Engine, Limits, UserId};
 use courier_test_db::TestRedis;
 use tokio::sync::Notify;
 
-/// The store, except that the first membership read, once it has read, waits for the
-/// test's word before it answers: the window in which another node's note that the user
-/// joined a conversation must not be lost.
-struct HeldMembershipRead {
-    store: Arc<DieselStore>,
+/// Holds the first membership read, once it has read, until the test's word: the window
+/// in which another node's note that the user joined a conversation must not be lost.
+struct HoldFirstMembershipRead {
     hold: AtomicBool,
     read: Notify,
     release: Notify,
 }
 
-impl HeldMembershipRead {
-    fn new(store: Arc<DieselStore>) -> Self {
-        Self {
-            store,
-            hold: AtomicBool::new(true),
-            read: Notify::new(),
-            release: Notify::new(),
+#[async_trait]
+impl Hooks for HoldFirstMembershipRead {
+    async fn memberships_read(&self) {
+        if self.hold.swap(false, Ordering::AcqRel) {
+            self.read.notify_one();
+            self.release.notified().await;
         }
     }
 }
@@ -125,8 +114,13 @@ async fn a_user_added_on_another_node_while_arriving_hears_the_conversation(stor
     };
     let owner = store.user("owner").await;
     let late = store.user("late").await;
-    let held = Arc::new(HeldMembershipRead::new(store.store.clone()));
-    let (arriving, _) = node(&store, &redis.url(), Arc::clone(&held) as Arc<dyn Store>).await;
+    let held = Arc::new(HoldFirstMembershipRead {
+        hold: AtomicBool::new(true),
+        read: Notify::new(),
+        release: Notify::new(),
+    });
+    let bus_store = Interposed::new(store.store.clone(), Arc::clone(&held) as Arc<dyn Hooks>);
+    let (arriving, _) = node(&store, &redis.url(), Arc::new(bus_store)).await;
     let (adding, adding_bus) = node(&store, &redis.url(), store.store.clone()).await;
     let conversation = empty_group(&adding, owner).await;
     let owner_client = TestClient::connect(&adding, owner).await;
@@ -224,174 +218,3 @@ on_both_stores!(
     a_user_added_on_another_node_while_arriving_hears_the_conversation,
     members_added_while_a_nodes_notes_are_dropped_hear_the_conversation,
 );
-
-#[async_trait]
-impl UserStore for HeldMembershipRead {
-    async fn create_user(&self, user: NewUser) -> Result<UserRow, StoreError> {
-        self.store.create_user(user).await
-    }
-    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRow>, StoreError> {
-        self.store.user_by_id(id).await
-    }
-    async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
-        self.store.user_by_username(username).await
-    }
-    async fn users_by_ids(&self, ids: &[UserId]) -> Result<Vec<UserRow>, StoreError> {
-        self.store.users_by_ids(ids).await
-    }
-    async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<UserRow>, StoreError> {
-        self.store.search_users(prefix, limit).await
-    }
-    async fn update_profile(
-        &self,
-        id: UserId,
-        changes: ProfileChanges,
-    ) -> Result<UserRow, StoreError> {
-        self.store.update_profile(id, changes).await
-    }
-    async fn set_last_seen(&self, id: UserId, at: Timestamp) -> Result<(), StoreError> {
-        self.store.set_last_seen(id, at).await
-    }
-    async fn contacts_of(&self, id: UserId) -> Result<Vec<UserId>, StoreError> {
-        self.store.contacts_of(id).await
-    }
-    async fn contacts_of_many(&self, ids: &[UserId]) -> Result<Vec<(UserId, UserId)>, StoreError> {
-        self.store.contacts_of_many(ids).await
-    }
-    async fn set_last_seen_many(&self, seen: &[(UserId, Timestamp)]) -> Result<(), StoreError> {
-        self.store.set_last_seen_many(seen).await
-    }
-}
-
-#[async_trait]
-impl ConversationStore for HeldMembershipRead {
-    async fn create_conversation(
-        &self,
-        new: NewConversation,
-    ) -> Result<(Conversation, bool), StoreError> {
-        self.store.create_conversation(new).await
-    }
-    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
-        self.store.conversation(id).await
-    }
-    async fn members(&self, id: ConversationId) -> Result<Vec<Member>, StoreError> {
-        self.store.members(id).await
-    }
-    async fn add_member(
-        &self,
-        id: ConversationId,
-        user: UserId,
-        role: MemberRole,
-    ) -> Result<bool, StoreError> {
-        self.store.add_member(id, user, role).await
-    }
-    async fn remove_member(&self, id: ConversationId, user: UserId) -> Result<bool, StoreError> {
-        self.store.remove_member(id, user).await
-    }
-    async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationSummary>, StoreError> {
-        self.store.conversations_of(user).await
-    }
-    async fn memberships_of(&self, user: UserId) -> Result<Vec<(ConversationId, Seq)>, StoreError> {
-        let read = self.store.memberships_of(user).await;
-        if self.hold.swap(false, Ordering::AcqRel) {
-            self.read.notify_one();
-            self.release.notified().await;
-        }
-        read
-    }
-    async fn advance_watermark(
-        &self,
-        id: ConversationId,
-        user: UserId,
-        watermark: Watermark,
-        seq: Seq,
-    ) -> Result<bool, StoreError> {
-        self.store.advance_watermark(id, user, watermark, seq).await
-    }
-}
-
-#[async_trait]
-impl MessageStore for HeldMembershipRead {
-    async fn append_message_batches(
-        &self,
-        batches: Vec<ConversationSends>,
-    ) -> Result<Vec<Result<Vec<AppendOutcome>, StoreError>>, StoreError> {
-        self.store.append_message_batches(batches).await
-    }
-    async fn messages_after(
-        &self,
-        conversation: ConversationId,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
-        self.store.messages_after(conversation, after, limit).await
-    }
-    async fn settled_messages_after(
-        &self,
-        conversation: ConversationId,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
-        self.store
-            .settled_messages_after(conversation, after, limit)
-            .await
-    }
-    async fn messages_before(
-        &self,
-        conversation: ConversationId,
-        before: Seq,
-        limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
-        self.store
-            .messages_before(conversation, before, limit)
-            .await
-    }
-    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
-        self.store.message(id).await
-    }
-    async fn edit_message(
-        &self,
-        id: MessageId,
-        body: String,
-        at: Timestamp,
-    ) -> Result<Message, StoreError> {
-        self.store.edit_message(id, body, at).await
-    }
-    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
-        self.store.delete_message(id, at).await
-    }
-}
-
-#[async_trait]
-impl TokenStore for HeldMembershipRead {
-    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
-        self.store.insert_refresh_token(token).await
-    }
-    async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRow>, StoreError> {
-        self.store.refresh_token(token_hash).await
-    }
-    async fn rotate_refresh_token(
-        &self,
-        spent: i64,
-        next: NewRefreshToken,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.store.rotate_refresh_token(spent, next, at).await
-    }
-    async fn revoke_token_family(&self, family_id: &str, at: Timestamp) -> Result<(), StoreError> {
-        self.store.revoke_token_family(family_id, at).await
-    }
-}
-
-#[async_trait]
-impl Store for HeldMembershipRead {
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
-    }
-    fn concurrent_writers(&self) -> usize {
-        self.store.concurrent_writers()
-    }
-    fn commits_on_own_thread(&self) -> bool {
-        self.store.commits_on_own_thread()
-    }
-}

@@ -607,33 +607,42 @@ impl Handler<MarkReceipt> for ConversationActor {
                 .await?;
             Ok((moved, last_seq))
         };
-        Box::pin(mark.into_actor(self).map(move |marked, actor, _| {
-            let (moved, last_seq) = marked?;
-            if let State::Ready(roster) = &mut actor.state {
-                roster.last_seq = roster.last_seq.max(last_seq);
-            }
-            let member = match &actor.state {
-                State::Ready(roster) => roster.roles.contains_key(&msg.user),
-                _ => false,
-            };
-            if moved
-                && actor
-                    .announced_receipts
-                    .announce(msg.user, msg.watermark, msg.seq, member)
-            {
-                let receipt = ReceiptAdvanced {
-                    conversation_id: actor.id,
-                    user_id: msg.user,
-                    seq: msg.seq,
-                };
-                let event = match msg.watermark {
-                    Watermark::Delivered => ServerEvent::MessageDelivered(receipt),
-                    Watermark::Read => ServerEvent::MessageRead(receipt),
-                };
-                actor.publish(event, None);
-            }
-            Ok(())
-        }))
+        // Not a future of this actor's: a membership change or an edit waited on meanwhile
+        // may need the writer connection this holds.
+        Box::pin(
+            super::detached(mark)
+                .into_actor(self)
+                .map(move |marked, actor, _| {
+                    let (moved, last_seq) = marked?;
+                    if let State::Ready(roster) = &mut actor.state {
+                        roster.last_seq = roster.last_seq.max(last_seq);
+                    }
+                    let member = match &actor.state {
+                        State::Ready(roster) => roster.roles.contains_key(&msg.user),
+                        _ => false,
+                    };
+                    if moved
+                        && actor.announced_receipts.announce(
+                            msg.user,
+                            msg.watermark,
+                            msg.seq,
+                            member,
+                        )
+                    {
+                        let receipt = ReceiptAdvanced {
+                            conversation_id: actor.id,
+                            user_id: msg.user,
+                            seq: msg.seq,
+                        };
+                        let event = match msg.watermark {
+                            Watermark::Delivered => ServerEvent::MessageDelivered(receipt),
+                            Watermark::Read => ServerEvent::MessageRead(receipt),
+                        };
+                        actor.publish(event, None);
+                    }
+                    Ok(())
+                }),
+        )
     }
 }
 

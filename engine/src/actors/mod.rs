@@ -25,3 +25,25 @@ pub(crate) use user::{
     AttachSession, DetachSession, RelayCall, SetStatus, UserActor, tell_offline,
 };
 pub(crate) use write_delay::WriteDelay;
+
+use std::future::Future;
+
+use crate::error::EngineError;
+
+/// Runs `work` (calls to the store) as a task of its own, for an actor to await. actix
+/// does not poll an actor's futures while the actor waits on one (`ctx.wait`, an
+/// `AtomicResponse`): a store connection held by such a future would stay held for as
+/// long, and the future waited on may need it (SQLite has a single writer connection),
+/// which stalled both until a checkout timed out.
+pub(crate) fn detached<T: 'static>(
+    work: impl Future<Output = Result<T, EngineError>> + 'static,
+) -> impl Future<Output = Result<T, EngineError>> {
+    let task = actix::spawn(work);
+    async move {
+        task.await.unwrap_or_else(|_| {
+            Err(EngineError::Unavailable(
+                "a store call was cancelled".into(),
+            ))
+        })
+    }
+}

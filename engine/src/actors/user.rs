@@ -386,16 +386,22 @@ impl Handler<RelayCall> for UserActor {
     fn handle(&mut self, msg: RelayCall, _ctx: &mut Self::Context) -> Self::Result {
         let store = Arc::clone(&self.core.store);
         let user = self.user;
-        let lookup = async move { store.contacts_of(user).await };
-        Box::pin(lookup.into_actor(self).map(move |contacts, actor, _| {
-            // Only people who share a conversation may ring each other.
-            if !contacts?.contains(&msg.to) {
-                return Err(EngineError::UserNotFound(msg.to));
-            }
-            let audience = Audience::Users(Arc::from([msg.to]));
-            actor.core.bus.publish(audience, msg.event.encode());
-            Ok(())
-        }))
+        let lookup = async move { Ok(store.contacts_of(user).await?) };
+        // Not a future of this actor's: an announcement waited on meanwhile reads the
+        // store too, and the readers are few.
+        Box::pin(
+            super::detached(lookup)
+                .into_actor(self)
+                .map(move |contacts, actor, _| {
+                    // Only people who share a conversation may ring each other.
+                    if !contacts?.contains(&msg.to) {
+                        return Err(EngineError::UserNotFound(msg.to));
+                    }
+                    let audience = Audience::Users(Arc::from([msg.to]));
+                    actor.core.bus.publish(audience, msg.event.encode());
+                    Ok(())
+                }),
+        )
     }
 }
 

@@ -16,6 +16,8 @@ use courier_engine::{
 use tokio::sync::mpsc;
 
 pub use courier_test_db::Backend;
+
+pub mod interposed;
 use courier_test_db::TestDatabase;
 
 /// A migrated store on an isolated database.

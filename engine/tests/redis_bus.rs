@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::interposed::{Hooks, Interposed};
 use common::{TestClient, TestStore};
-use courier_engine::bus::{Audience, RedisBus, RedisBusConfig};
-use courier_engine::protocol::{Message, PresenceChanged, ServerEvent};
+use courier_engine::bus::{RedisBus, RedisBusConfig};
+use courier_engine::protocol::{Message, ServerEvent};
 use courier_engine::store::Store;
 use courier_engine::{ConversationId, CreateConversation, Engine, Limits, UserId};
 use courier_test_db::TestRedis;
@@ -160,57 +160,62 @@ async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(sto
         return;
     };
     let owner = store.user("owner").await;
-    let near = store.user("near").await;
+    let early = store.user("early").await;
     let far = store.user("far").await;
+    let lone = store.user("lone").await;
     let (adding, adding_bus) = node(&store, &redis.url(), store.store.clone()).await;
     let (other, other_bus) = node(&store, &redis.url(), store.store.clone()).await;
-    let conversation = empty_group(&other, owner).await;
-    let owner_client = TestClient::connect(&other, owner).await;
-    let mut near_client = TestClient::connect(&adding, near).await;
+    // `team` has a member on each node, and each node's conversation actor has loaded
+    // its member list (owner and early). `solo` has its owner alone, on the adding node.
+    let team = empty_group(&adding, owner).await;
+    assert!(adding.add_member(owner, team, early).await.unwrap());
+    let solo = empty_group(&adding, owner).await;
+    let owner_client = TestClient::connect(&adding, owner).await;
+    let early_client = TestClient::connect(&other, early).await;
     let mut far_client = TestClient::connect(&other, far).await;
-    // The other node's conversation actor holds the member list: the owner alone.
-    owner_client.send(conversation, "before", "before").await;
+    let mut lone_client = TestClient::connect(&other, lone).await;
+    owner_client.send(team, "owner-before", "before").await;
+    early_client.send(team, "early-before", "before").await;
+    // Each node has done the resync of its first subscription.
+    until(|| adding_bus.stats().resyncs > 0 && other_bus.stats().resyncs > 0).await;
+    let resyncs = (adding_bus.stats().resyncs, other_bus.stats().resyncs);
 
-    // Redis stops taking writes: the adding node's publishes wait, fill its outbox, and
-    // then are dropped, the notes of the two joins with them.
+    // Redis refuses every publish for a while: the notes of both joins are dropped. The
+    // other node hears nothing of them, though its subscription stays up.
     let mut admin = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let pause = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(60_000)
-        .arg("WRITE")
-        .clone();
-    pause.query_async::<()>(&mut admin).await.unwrap();
-    let nobody = Audience::Users(Arc::from([UserId(i64::MAX)]));
-    let filler = ServerEvent::UserOnline(PresenceChanged {
-        user_id: UserId(i64::MAX),
-        last_seen: None,
-    });
-    while adding_bus.stats().dropped == 0 {
-        for _ in 0..1_000 {
-            adding.publish(nobody.clone(), &filler);
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(adding.add_member(owner, conversation, near).await.unwrap());
-    assert!(adding.add_member(owner, conversation, far).await.unwrap());
-    let unpause = redis::cmd("CLIENT").arg("UNPAUSE").clone();
-    unpause.query_async::<()>(&mut admin).await.unwrap();
+    let acl = |rule: &str| {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .clone()
+    };
+    acl("-publish").query_async::<()>(&mut admin).await.unwrap();
+    let dropped = adding_bus.stats().dropped;
+    assert!(adding.add_member(owner, team, far).await.unwrap());
+    assert!(adding.add_member(owner, solo, lone).await.unwrap());
+    until(|| adding_bus.stats().dropped >= dropped + 4).await;
+    acl("+publish").query_async::<()>(&mut admin).await.unwrap();
 
-    // Once writes pass again, the adding node owes the cluster a resync.
+    // Once publishes pass again, the adding node owes the cluster a resync.
+    until(|| adding_bus.stats().resyncs > resyncs.0 && other_bus.stats().resyncs > resyncs.1).await;
+    // `far` hears a send on the other node: its reloaded member list has them.
+    let sent = early_client.send(team, "early-after", "after").await;
+    hears(&mut far_client, &sent).await;
+    // `lone` hears a send on the adding node: the other node follows `solo` again.
+    let sent = owner_client.send(solo, "owner-after", "after").await;
+    hears(&mut lone_client, &sent).await;
+}
+
+async fn until(condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while adding_bus.stats().resyncs == 0 || other_bus.stats().resyncs == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no resync");
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let sent = owner_client.send(conversation, "after", "after").await;
-    // `far` is on the node that commits: its reloaded member list has them. `near` is on
-    // the adding node, which follows the conversation again.
-    for client in [&mut far_client, &mut near_client] {
-        hears(client, &sent).await;
     }
 }
 

@@ -105,7 +105,8 @@ impl Metrics {
                 "bus_events_total",
                 "Redis bus envelopes: published, dropped (Redis unreachable), received, \
                  gap_fills (seqs read from the store), nodes_reaped (dead nodes taken offline), \
-                 resyncs (member lists and subscriptions reloaded after a lost control note)",
+                 resyncs (member lists and subscriptions reloaded: after subscribing, and after a lost \
+                 control note)",
             ),
             &["kind"],
         )?;

@@ -255,6 +255,12 @@ impl ConversationActor {
             };
             (missed, outcomes)
         };
+        // Not a future of this actor's: the read-back holds the store's writer on SQLite,
+        // and a membership change or an edit waited on meanwhile may need it.
+        let commit = super::detached(commit, || {
+            let lost = StoreError::Unavailable("a commit ended without an answer".into());
+            (None, Err(lost))
+        });
         ctx.spawn(
             commit
                 .into_actor(self)
@@ -610,7 +616,7 @@ impl Handler<MarkReceipt> for ConversationActor {
         // Not a future of this actor's: a membership change or an edit waited on meanwhile
         // may need the writer connection this holds.
         Box::pin(
-            super::detached(mark)
+            super::detached(mark, super::store_call_lost)
                 .into_actor(self)
                 .map(move |marked, actor, _| {
                     let (moved, last_seq) = marked?;

@@ -30,20 +30,23 @@ use std::future::Future;
 
 use crate::error::EngineError;
 
-/// Runs `work` (calls to the store) as a task of its own, for an actor to await. actix
-/// does not poll an actor's futures while the actor waits on one (`ctx.wait`, an
+/// Runs `work` (calls to the store) as a task of its own, for an actor to await; `lost`
+/// answers if the task ends without an answer (it panicked, or its arbiter stopped).
+/// actix does not poll an actor's futures while the actor waits on one (`ctx.wait`, an
 /// `AtomicResponse`): a store connection held by such a future would stay held for as
 /// long, and the future waited on may need it (SQLite has a single writer connection),
 /// which stalled both until a checkout timed out.
 pub(crate) fn detached<T: 'static>(
-    work: impl Future<Output = Result<T, EngineError>> + 'static,
-) -> impl Future<Output = Result<T, EngineError>> {
+    work: impl Future<Output = T> + 'static,
+    lost: impl FnOnce() -> T + 'static,
+) -> impl Future<Output = T> {
     let task = actix::spawn(work);
-    async move {
-        task.await.unwrap_or_else(|_| {
-            Err(EngineError::Unavailable(
-                "a store call was cancelled".into(),
-            ))
-        })
-    }
+    async move { task.await.unwrap_or_else(|_| lost()) }
+}
+
+/// What a detached store call that ended without an answer answers.
+pub(crate) fn store_call_lost<T>() -> Result<T, EngineError> {
+    Err(EngineError::Unavailable(
+        "a store call ended without an answer".into(),
+    ))
 }

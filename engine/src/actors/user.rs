@@ -390,7 +390,7 @@ impl Handler<RelayCall> for UserActor {
         // Not a future of this actor's: an announcement waited on meanwhile reads the
         // store too, and the readers are few.
         Box::pin(
-            super::detached(lookup)
+            super::detached(lookup, super::store_call_lost)
                 .into_actor(self)
                 .map(move |contacts, actor, _| {
                     // Only people who share a conversation may ring each other.

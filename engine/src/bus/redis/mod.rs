@@ -119,8 +119,9 @@ pub struct RedisBusStats {
     pub gap_fills: u64,
     /// Dead nodes whose users this node took offline.
     pub nodes_reaped: u64,
-    /// Resyncs done: some node lost a control note, and this one reloaded its member
-    /// lists and followed its users' memberships again.
+    /// Resyncs done: this node reloaded its member lists and followed its users'
+    /// memberships again, once subscribed (at start, and after losing Redis) and when
+    /// some node lost a control note.
     pub resyncs: u64,
 }
 
@@ -315,8 +316,10 @@ impl Inner {
     /// conversation the users here are in now (a lost `Joined`). Conversations whose
     /// `Left` was lost stay followed until their users leave: the envelopes' member
     /// lists keep their events from anyone no longer a member.
+    ///
+    /// Also what a node does once subscribed again: notes published while it was not
+    /// listening (a `Joined`, a resync) never reach it.
     fn resync(self: &Arc<Self>) {
-        self.local.rosters_may_be_stale();
         let inner = Arc::clone(self);
         actix::spawn(async move {
             let users: Vec<UserId> = inner.here.lock().keys().copied().collect();
@@ -330,13 +333,17 @@ impl Inner {
                 }
             }
             inner.follow_from_now(newly).await;
+            // Only now: a reloaded member list pushes to new members at once, and pushes
+            // to a conversation tracked from a seq already handed out would come twice.
+            inner.local.rosters_may_be_stale();
             inner.counters.resyncs.fetch_add(1, AtomicOrdering::Relaxed);
         });
     }
 
     /// Adds `memberships` that `user`'s list here lacks, tracking each, and returns
-    /// those newly tracked. Never removes: a `Left` heard while the memberships were
-    /// read must not be undone, nor a `Joined` dropped.
+    /// those newly tracked. Never removes, so nothing heard meanwhile is undone; a `Left`
+    /// heard during the read may be, which leaves the conversation followed (and its
+    /// events kept from the user by the envelopes' member lists) until the user leaves.
     fn follow(&self, user: UserId, memberships: &[(ConversationId, Seq)]) -> Vec<ConversationId> {
         let mut here = self.here.lock();
         let Some(conversations) = here.get_mut(&user) else {
@@ -357,20 +364,23 @@ impl Inner {
     }
 
     async fn joined(self: &Arc<Self>, conversation: ConversationId, user: UserId, after: Seq) {
-        let newly = {
-            let mut here = self.here.lock();
-            let Some(conversations) = here.get_mut(&user) else {
-                return;
-            };
-            if conversations.contains(&conversation) {
-                return;
-            }
-            conversations.push(conversation);
-            self.order.track(conversation, Some(after))
-        };
-        if newly {
+        if self.note_joined(conversation, user, after) {
             self.follow_from_now(vec![conversation]).await;
         }
+    }
+
+    /// Adds `conversation` to `user`'s list here, if they are here and it is not there
+    /// yet; `true` when that made it tracked (subscribe to it and catch up).
+    fn note_joined(&self, conversation: ConversationId, user: UserId, after: Seq) -> bool {
+        let mut here = self.here.lock();
+        let Some(conversations) = here.get_mut(&user) else {
+            return false;
+        };
+        if conversations.contains(&conversation) {
+            return false;
+        }
+        conversations.push(conversation);
+        self.order.track(conversation, Some(after))
     }
 
     /// Subscribes to conversations just tracked, then reads from the store what was
@@ -866,11 +876,20 @@ impl Bus for RedisBus {
     ) {
         let inner = &self.inner;
         let note = match change {
-            MembershipChange::Joined { after } => Body::Joined {
-                conversation,
-                user,
-                after,
-            },
+            MembershipChange::Joined { after } => {
+                // A user with sessions here follows at once, before this node's conversation
+                // actor pushes the next message to them: tracked only when the note came
+                // back from Redis, the catch-up would push those messages again.
+                if inner.note_joined(conversation, user, after) {
+                    let inner = Arc::clone(inner);
+                    actix::spawn(async move { inner.follow_from_now(vec![conversation]).await });
+                }
+                Body::Joined {
+                    conversation,
+                    user,
+                    after,
+                }
+            }
             MembershipChange::Left => Body::Left { conversation, user },
         };
         inner.send(inner.keys.user_channel(user), note);
@@ -933,10 +952,10 @@ async fn subscribe_loop(weak: Weak<Inner>) {
                         tracing::info!(node = %inner.node, "subscribed to Redis");
                         backoff = BACKOFF_MIN;
                         // Whatever changed while this node was not listening.
-                        inner.local.rosters_may_be_stale();
                         for gap in inner.order.catch_up() {
                             inner.fill(gap);
                         }
+                        inner.resync();
                         Some(stream)
                     }
                     Err(error) => {

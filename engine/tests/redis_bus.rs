@@ -211,6 +211,53 @@ async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(sto
     hears(&mut lone_client, &sent).await;
 }
 
+/// A member added on their own node hears the sends that follow once each, in order, also
+/// while the note of their join is still on its way through Redis (held by a short pause of
+/// Redis's writes, shorter than a publish's timeout).
+async fn a_member_added_on_their_own_node_hears_each_message_once(store: TestStore) {
+    let Some(redis) = TestRedis::start() else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let owner = store.user("owner").await;
+    let new = store.user("new").await;
+    let (node, bus) = node(&store, &redis.url(), store.store.clone()).await;
+    let team = empty_group(&node, owner).await;
+    let mut new_client = TestClient::connect(&node, new).await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let published = bus.stats().published;
+    let pause = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(300)
+        .arg("WRITE")
+        .clone();
+    pause.query_async::<()>(&mut admin).await.unwrap();
+
+    assert!(node.add_member(owner, team, new).await.unwrap());
+    let mut sent = Vec::new();
+    for key in ["one", "two", "three"] {
+        let (message, _) = node
+            .send_message(owner, common::send(team, key, key))
+            .await
+            .unwrap();
+        sent.push(message);
+    }
+    for message in &sent {
+        hears(&mut new_client, message).await;
+    }
+    // The note comes back once the pause ends; nothing is pushed again after it.
+    until_published(&bus, published).await;
+    new_client
+        .assert_none(Duration::from_millis(500), |event| {
+            matches!(event, ServerEvent::MessageReceived(_))
+        })
+        .await;
+}
+
 async fn until(condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !condition() {
@@ -222,4 +269,5 @@ async fn until(condition: impl Fn() -> bool) {
 on_both_stores!(
     a_user_added_on_another_node_while_arriving_hears_the_conversation,
     members_added_while_a_nodes_notes_are_dropped_hear_the_conversation,
+    a_member_added_on_their_own_node_hears_each_message_once,
 );

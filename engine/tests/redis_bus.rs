@@ -73,6 +73,21 @@ async fn node(
     (engine, bus)
 }
 
+/// A `redis-server` of the test's own, or `None` (the test skips) where none is installed.
+fn private_redis() -> Option<TestRedis> {
+    let redis = TestRedis::start();
+    if redis.is_none() {
+        eprintln!("skipped: redis-server is not installed");
+    }
+    redis
+}
+
+/// A connection for the test's own commands to Redis.
+async fn admin(redis: &TestRedis) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
 async fn empty_group(engine: &Engine, owner: UserId) -> ConversationId {
     let request = CreateConversation::Group {
         title: "team".into(),
@@ -108,8 +123,7 @@ async fn until_published(bus: &RedisBus, before: u64) {
 }
 
 async fn a_user_added_on_another_node_while_arriving_hears_the_conversation(store: TestStore) {
-    let Some(redis) = TestRedis::start() else {
-        eprintln!("skipped: redis-server is not installed");
+    let Some(redis) = private_redis() else {
         return;
     };
     let owner = store.user("owner").await;
@@ -155,8 +169,7 @@ async fn a_user_added_on_another_node_while_arriving_hears_the_conversation(stor
 }
 
 async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(store: TestStore) {
-    let Some(redis) = TestRedis::start() else {
-        eprintln!("skipped: redis-server is not installed");
+    let Some(redis) = private_redis() else {
         return;
     };
     let owner = store.user("owner").await;
@@ -182,11 +195,7 @@ async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(sto
 
     // Redis refuses every publish for a while: the notes of both joins are dropped. The
     // other node hears nothing of them, though its subscription stays up.
-    let mut admin = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(&redis).await;
     let acl = |rule: &str| {
         redis::cmd("ACL")
             .arg("SETUSER")
@@ -215,8 +224,7 @@ async fn members_added_while_a_nodes_notes_are_dropped_hear_the_conversation(sto
 /// while the note of their join is still on its way through Redis (held by a short pause of
 /// Redis's writes, shorter than a publish's timeout).
 async fn a_member_added_on_their_own_node_hears_each_message_once(store: TestStore) {
-    let Some(redis) = TestRedis::start() else {
-        eprintln!("skipped: redis-server is not installed");
+    let Some(redis) = private_redis() else {
         return;
     };
     let owner = store.user("owner").await;
@@ -224,11 +232,7 @@ async fn a_member_added_on_their_own_node_hears_each_message_once(store: TestSto
     let (node, bus) = node(&store, &redis.url(), store.store.clone()).await;
     let team = empty_group(&node, owner).await;
     let mut new_client = TestClient::connect(&node, new).await;
-    let mut admin = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(&redis).await;
     let published = bus.stats().published;
     let pause = redis::cmd("CLIENT")
         .arg("PAUSE")

@@ -152,8 +152,16 @@ struct Inner {
     left: AtomicBool,
     /// A control note of this node's was dropped: a resync note is to be published.
     resync_owed: AtomicBool,
+    /// Whether a resync pass runs here, and whether another was asked for meanwhile.
+    resync: Mutex<ResyncState>,
     last_error: Mutex<String>,
     counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct ResyncState {
+    running: bool,
+    again: bool,
 }
 
 impl RedisBus {
@@ -189,6 +197,7 @@ impl RedisBus {
             subscribed: AtomicBool::new(false),
             left: AtomicBool::new(false),
             resync_owed: AtomicBool::new(false),
+            resync: Mutex::new(ResyncState::default()),
             commands_ok: AtomicBool::new(false),
             last_error: Mutex::new("not connected yet".into()),
             counters: Counters::default(),
@@ -319,25 +328,48 @@ impl Inner {
     ///
     /// Also what a node does once subscribed again: notes published while it was not
     /// listening (a `Joined`, a resync) never reach it.
+    ///
+    /// One pass at a time: those asked for while one runs make one more after it, so a
+    /// burst of notes costs two passes, not one each.
     fn resync(self: &Arc<Self>) {
+        {
+            let mut state = self.resync.lock();
+            if state.running {
+                state.again = true;
+                return;
+            }
+            state.running = true;
+        }
         let inner = Arc::clone(self);
         actix::spawn(async move {
-            let users: Vec<UserId> = inner.here.lock().keys().copied().collect();
-            let mut newly = Vec::new();
-            for user in users {
-                match inner.store.memberships_of(user).await {
-                    Ok(memberships) => newly.extend(inner.follow(user, &memberships)),
-                    Err(error) => {
-                        tracing::warn!(%error, %user, "could not read the user's conversations")
-                    }
+            loop {
+                inner.resync_pass().await;
+                let mut state = inner.resync.lock();
+                if !state.again {
+                    state.running = false;
+                    break;
+                }
+                state.again = false;
+            }
+        });
+    }
+
+    async fn resync_pass(self: &Arc<Self>) {
+        let users: Vec<UserId> = self.here.lock().keys().copied().collect();
+        let mut newly = Vec::new();
+        for user in users {
+            match self.store.memberships_of(user).await {
+                Ok(memberships) => newly.extend(self.follow(user, &memberships)),
+                Err(error) => {
+                    tracing::warn!(%error, %user, "could not read the user's conversations")
                 }
             }
-            inner.follow_from_now(newly).await;
-            // Only now: a reloaded member list pushes to new members at once, and pushes
-            // to a conversation tracked from a seq already handed out would come twice.
-            inner.local.rosters_may_be_stale();
-            inner.counters.resyncs.fetch_add(1, AtomicOrdering::Relaxed);
-        });
+        }
+        self.follow_from_now(newly).await;
+        // Only now: a reloaded member list pushes to new members at once, and pushes to a
+        // conversation tracked from a seq already handed out would come twice.
+        self.local.rosters_may_be_stale();
+        self.counters.resyncs.fetch_add(1, AtomicOrdering::Relaxed);
     }
 
     /// Adds `memberships` that `user`'s list here lacks, tracking each, and returns

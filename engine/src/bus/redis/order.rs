@@ -234,7 +234,9 @@ impl Order {
         track.filling = false;
         for (seq, push) in pushes {
             if track.next.is_some_and(|next| seq >= next) {
-                track.held.entry(seq).or_insert(push);
+                // In place of a push that came meanwhile: the store's member list is newer
+                // than its publisher's, which may not have heard of a join yet.
+                track.held.insert(seq, push);
             }
         }
         track.drain(&mut deliver);
@@ -319,6 +321,27 @@ mod tests {
         );
         assert_eq!(handed, 3, "1 and 2 from the store, then the held 3");
         assert_eq!(offer_all(&order, &[4]), vec![1]);
+    }
+
+    #[test]
+    fn a_fill_hands_out_its_audience_for_a_seq_that_was_also_pushed() {
+        let order = Order::new();
+        order.track(CONVERSATION, Some(Seq(0)));
+        let gap = order.catch_up_one(CONVERSATION).unwrap();
+        // 2 comes from a node whose member list lacks user 2; the store's has them.
+        let mut late = push();
+        late.members = Arc::from([UserId(1)]);
+        order.offer(CONVERSATION, Seq(2), late, |_| panic!("2 waits for 1"));
+        let mut current = push();
+        current.members = Arc::from([UserId(1), UserId(2)]);
+        let mut audiences = Vec::new();
+        order.fill(
+            gap,
+            vec![(Seq(1), current.clone()), (Seq(2), current)],
+            true,
+            |push| audiences.push(push.members.len()),
+        );
+        assert_eq!(audiences, vec![2, 2]);
     }
 
     #[test]

@@ -242,10 +242,20 @@ impl ConversationActor {
             // What an unanswered commit stored goes out before anything newer, so the
             // new batch waits for it: members must see seqs in order.
             let missed = match catch_up_after {
-                Some(after) => match stored_after(&*store, id, after).await {
-                    Ok(missed) => Some(missed),
-                    Err(error) => return (None, Err(error)),
-                },
+                // Not a future of this actor's: on SQLite the read-back holds the writer,
+                // and a membership change or an edit waited on meanwhile may need it.
+                Some(after) => {
+                    let read_back = async move { stored_after(&*store, id, after).await };
+                    let lost = || {
+                        Err(StoreError::Unavailable(
+                            "a read-back ended unanswered".into(),
+                        ))
+                    };
+                    match super::detached(read_back, lost).await {
+                        Ok(missed) => Some(missed),
+                        Err(error) => return (None, Err(error)),
+                    }
+                }
                 None => None,
             };
             let outcomes = if sends.is_empty() {
@@ -255,12 +265,6 @@ impl ConversationActor {
             };
             (missed, outcomes)
         };
-        // Not a future of this actor's: the read-back holds the store's writer on SQLite,
-        // and a membership change or an edit waited on meanwhile may need it.
-        let commit = super::detached(commit, || {
-            let lost = StoreError::Unavailable("a commit ended without an answer".into());
-            (None, Err(lost))
-        });
         ctx.spawn(
             commit
                 .into_actor(self)

@@ -35,6 +35,9 @@ pub struct Limits {
     /// event on a busy fan-out, for up to this much more latency. Zero (the default)
     /// tells the transport at once. Acks and replies are never delayed.
     pub write_delay: Duration,
+    /// The fewest users an event must be for (a conversation's members, a presence
+    /// change's contacts) to wait for `write_delay`; events for fewer go out at once.
+    pub write_delay_min_audience: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +53,7 @@ impl Default for Limits {
             presence_grace: Duration::from_secs(5),
             conversation_idle: Duration::from_secs(300),
             write_delay: Duration::ZERO,
+            write_delay_min_audience: 1,
         }
     }
 }

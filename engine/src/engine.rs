@@ -157,7 +157,10 @@ impl EngineBuilder {
         let write_delay = if self.limits.write_delay.is_zero() {
             None
         } else {
-            match WriteDelay::start(self.limits.write_delay) {
+            match WriteDelay::start(
+                self.limits.write_delay,
+                self.limits.write_delay_min_audience,
+            ) {
                 Ok(delay) => Some(delay),
                 Err(error) => {
                     tracing::warn!(%error, "no write-delay thread: events are written at once");

@@ -64,6 +64,7 @@ on_both_stores!(
     a_burst_reaches_a_session_in_one_wake_up_in_order,
     a_write_delay_gathers_several_commits_in_one_wake_up,
     events_held_by_the_write_delay_go_out_before_a_shutdown_close,
+    only_events_for_a_large_audience_wait_for_the_write_delay,
     group_commit_settles_every_send_of_a_batch,
     one_commit_settles_the_batches_of_several_conversations,
     idle_conversations_stop_and_restart_on_demand,
@@ -1343,6 +1344,74 @@ async fn a_write_delay_gathers_several_commits_in_one_wake_up(store: TestStore) 
     assert_eq!(seqs, [1, 2, 3, 4, 5], "one wake-up, every commit, in order");
     let more = tokio::time::timeout(QUIET, wake_ups.recv()).await;
     assert!(more.is_err(), "no second wake-up: {more:?}");
+}
+
+async fn only_events_for_a_large_audience_wait_for_the_write_delay(store: TestStore) {
+    use actix::Actor as _;
+    let limits = Limits {
+        // Longer than the test: whatever arrives was not held back by it.
+        write_delay: Duration::from_secs(60),
+        write_delay_min_audience: 3,
+        ..Limits::default()
+    };
+    let engine = store.engine(limits);
+    let ann = store.user("ann").await;
+    let bob = store.user("bob").await;
+    let cat = store.user("cat").await;
+    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder { taken }.start();
+    let session = engine.connect(bob, recorder.recipient()).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    while wake_ups.try_recv().is_ok() {}
+    // What an event is about: its conversation, and for a message its seq.
+    let about = |events: Vec<ServerEvent>| -> Vec<(ConversationId, i64)> {
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                ServerEvent::ConversationCreated(created) => Some((created.id, 0)),
+                ServerEvent::MessageReceived(message) => {
+                    Some((message.conversation_id, message.seq.0))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Three members: the creation waits for the delay.
+    let large = group(&store, &engine, ann, &[bob, cat]).await;
+    let held = tokio::time::timeout(QUIET, wake_ups.recv()).await;
+    assert!(held.is_err(), "held back by the delay: {held:?}");
+    assert_eq!(session.queue().pending(), 1);
+    // Two members: at once, and what waited comes along, in order.
+    let small = group(&store, &engine, ann, &[bob]).await;
+    assert_eq!(
+        about(next_wake_up(&mut wake_ups).await),
+        [(large, 0), (small, 0)]
+    );
+
+    engine
+        .send_message(ann, send(large, "l1", "to three"))
+        .await
+        .unwrap();
+    let held = tokio::time::timeout(QUIET, wake_ups.recv()).await;
+    assert!(held.is_err(), "held back by the delay: {held:?}");
+    engine
+        .send_message(ann, send(small, "s1", "to two"))
+        .await
+        .unwrap();
+    assert_eq!(
+        about(next_wake_up(&mut wake_ups).await),
+        [(large, 1), (small, 1)]
+    );
+
+    // Once taken, the next event for the large audience waits again.
+    engine
+        .send_message(ann, send(large, "l2", "to three again"))
+        .await
+        .unwrap();
+    let held = tokio::time::timeout(QUIET, wake_ups.recv()).await;
+    assert!(held.is_err(), "held back by the delay: {held:?}");
+    assert_eq!(session.queue().pending(), 1);
 }
 
 async fn events_held_by_the_write_delay_go_out_before_a_shutdown_close(store: TestStore) {

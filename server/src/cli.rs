@@ -74,6 +74,9 @@ pub struct Settings {
     /// Milliseconds pushed events may wait to share a socket write (0: none).
     #[arg(long, env = "COURIER_WRITE_DELAY_MS", global = true)]
     pub write_delay_ms: Option<u64>,
+    /// The fewest recipients an event needs to wait for the write delay.
+    #[arg(long, env = "COURIER_WRITE_DELAY_MIN_AUDIENCE", global = true)]
+    pub write_delay_min_audience: Option<usize>,
     /// Comma-separated origins allowed by CORS.
     #[arg(
         long,
@@ -138,6 +141,9 @@ impl Settings {
         if let Some(delay) = self.write_delay_ms {
             config.write_delay_ms = delay;
         }
+        if let Some(audience) = self.write_delay_min_audience {
+            config.write_delay_min_audience = audience;
+        }
         if let Some(origins) = self.cors_allowed_origins {
             config.cors_allowed_origins = origins;
         }
@@ -177,6 +183,8 @@ mod tests {
             "127.0.0.1:7000",
             "--write-delay-ms",
             "5",
+            "--write-delay-min-audience",
+            "100",
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Serve)));
@@ -184,6 +192,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:7000", "the flag wins");
         assert_eq!(config.bcrypt_cost, 10, "the file fills what flags leave");
         assert_eq!(config.write_delay_ms, 5);
+        assert_eq!(config.write_delay_min_audience, 100);
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct Config {
     /// several of them: less server CPU per delivery on busy conversations, for up to
     /// this much more latency. 0 (the default) writes at once; acks are never delayed.
     pub write_delay_ms: u64,
+    /// The fewest users an event must be for (a conversation's members, a user's
+    /// contacts) to wait for `write_delay_ms`: smaller conversations are written at once.
+    pub write_delay_min_audience: usize,
     /// STUN and TURN servers handed to the web client for calls (`RTCIceServer` entries).
     /// Empty by default: peers on one host or network need none.
     pub ice_servers: Vec<IceServer>,
@@ -128,6 +131,7 @@ impl Default for Config {
             ws_frames_per_second: 50,
             presence_grace_ms: 5_000,
             write_delay_ms: 0,
+            write_delay_min_audience: 1,
             ice_servers: Vec::new(),
         }
     }
@@ -196,6 +200,11 @@ impl Config {
         );
         at_least("sends_per_second", self.sends_per_second.into(), 1);
         at_least("ws_frames_per_second", self.ws_frames_per_second.into(), 1);
+        at_least(
+            "write_delay_min_audience",
+            self.write_delay_min_audience as u64,
+            1,
+        );
         if self.write_delay_ms > MAX_WRITE_DELAY_MS {
             problems.push(format!(
                 "write_delay_ms must be at most {MAX_WRITE_DELAY_MS} (got {})",
@@ -340,6 +349,7 @@ mod tests {
             bcrypt_cost: 3,
             presence_ttl_ms: 299,
             write_delay_ms: 1_001,
+            write_delay_min_audience: 0,
             ice_servers: vec![IceServer {
                 urls: vec!["http://turn.example.com".into()],
                 username: None,
@@ -356,6 +366,7 @@ mod tests {
             "bcrypt_cost must be between 4 and 31 (got 3)",
             "presence_ttl_ms must be at least 300 (got 299)",
             "write_delay_ms must be at most 1000 (got 1001)",
+            "write_delay_min_audience must be at least 1 (got 0)",
             "ice_servers[0]: \"http://turn.example.com\" is not a stun:, turn: or turns: URL",
         ] {
             assert!(

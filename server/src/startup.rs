@@ -64,6 +64,7 @@ impl Application {
             commit_concurrency: config.commit_concurrency,
             presence_grace: Duration::from_millis(config.presence_grace_ms),
             write_delay: Duration::from_millis(config.write_delay_ms),
+            write_delay_min_audience: config.write_delay_min_audience,
             ..Limits::default()
         };
         let store: Arc<dyn Store> = Arc::new(store);

@@ -63,8 +63,8 @@ impl CloseReason {
 /// not the actor mailbox (which `do_send` does not bound), is what back-pressure looks at.
 #[derive(Debug)]
 pub struct OutboundQueue {
-    /// Pushed and not taken, oldest first. Empty, it holds no allocation.
-    untaken: Mutex<Vec<EventFrame>>,
+    /// Pushed and not taken, oldest first, and whether the transport was told of them.
+    untaken: Mutex<Untaken>,
     /// What the transport is draining: swapped with `untaken`, so neither side allocates
     /// once both have room, and pushes wait only for the swap.
     draining: Mutex<Vec<EventFrame>>,
@@ -77,7 +77,7 @@ pub struct OutboundQueue {
 impl OutboundQueue {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            untaken: Mutex::new(Vec::new()),
+            untaken: Mutex::new(Untaken::default()),
             draining: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             capacity: capacity.max(4),
@@ -96,11 +96,18 @@ impl OutboundQueue {
             });
     }
 
-    /// Appends an event; `true` when the queue was empty, so the transport is to be told.
-    fn append(&self, frame: &EventFrame) -> bool {
+    /// Appends an event that may wait for the write delay or not, and says how the
+    /// transport is to be told of it: not at all when a wake-up that soon is on its way.
+    fn append(&self, frame: &EventFrame, may_wait: bool) -> Option<Wake> {
         let mut untaken = self.untaken.lock();
-        untaken.push(frame.clone());
-        untaken.len() == 1
+        untaken.frames.push(frame.clone());
+        let wake = match (untaken.told, may_wait) {
+            (Some(Wake::Now), _) | (Some(Wake::Later), true) => return None,
+            (_, false) => Wake::Now,
+            (None, true) => Wake::Later,
+        };
+        untaken.told = Some(wake);
+        Some(wake)
     }
 
     /// Frames pushed and not yet written.
@@ -119,6 +126,24 @@ impl OutboundQueue {
     }
 }
 
+/// The events pushed and not taken yet.
+#[derive(Debug, Default)]
+struct Untaken {
+    /// Oldest first. Empty, it holds no allocation.
+    frames: Vec<EventFrame>,
+    /// The wake-up on its way for them, if any. An event that may not wait still gets
+    /// one of its own when the others' waits for the write delay.
+    told: Option<Wake>,
+}
+
+/// When a session's transport is told that events wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Now,
+    /// At the write delay's next flush.
+    Later,
+}
+
 /// Room kept for events between bursts, per buffer of a session (two buffers).
 const RETAINED_CAPACITY: usize = 32;
 
@@ -133,7 +158,11 @@ impl PendingEvents {
     pub fn drain(&self, mut write: impl FnMut(EventFrame)) -> usize {
         let queue = &self.0.queue;
         let mut draining = queue.draining.lock();
-        std::mem::swap(&mut *draining, &mut *queue.untaken.lock());
+        {
+            let mut untaken = queue.untaken.lock();
+            std::mem::swap(&mut *draining, &mut untaken.frames);
+            untaken.told = None;
+        }
         let count = draining.len();
         for frame in draining.drain(..) {
             write(frame);
@@ -191,10 +220,12 @@ impl SessionSink {
         }
     }
 
-    /// Pushes an event, applying the slow-consumer policy: ephemeral events are dropped
-    /// once the queue is three quarters full; a reliable event that would overflow it
-    /// closes the session instead of being dropped silently.
-    pub(crate) fn push(self: &Arc<Self>, frame: &EventFrame) {
+    /// Pushes an event meant for `audience` users in all, applying the slow-consumer
+    /// policy: ephemeral events are dropped once the queue is three quarters full; a
+    /// reliable event that would overflow it closes the session instead of being dropped
+    /// silently. The write delay, if any, holds the wake-up back when the audience is
+    /// large enough for it.
+    pub(crate) fn push(self: &Arc<Self>, frame: &EventFrame, audience: usize) {
         let queue = &self.queue;
         if queue.overflowed.load(Ordering::Acquire) {
             return;
@@ -223,11 +254,14 @@ impl SessionSink {
             }
             return;
         }
-        if queue.append(frame) {
-            match &self.write_delay {
-                Some(delay) => delay.schedule(Arc::clone(self)),
-                None => self.wake(),
-            }
+        let delay = self
+            .write_delay
+            .as_ref()
+            .filter(|delay| delay.applies_to(audience));
+        match (queue.append(frame, delay.is_some()), delay) {
+            (Some(Wake::Later), Some(delay)) => delay.schedule(Arc::clone(self)),
+            (Some(_), _) => self.wake(),
+            (None, _) => {}
         }
     }
 

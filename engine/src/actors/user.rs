@@ -33,11 +33,12 @@ impl UserDirectory {
         }
     }
 
-    /// Pushes an event to every session of `user` on this node.
-    pub(crate) fn push_to_user(&self, user: UserId, frame: &EventFrame) {
+    /// Pushes an event meant for `audience` users in all to every session of `user` on
+    /// this node.
+    pub(crate) fn push_to_user(&self, user: UserId, frame: &EventFrame, audience: usize) {
         self.entries.with(&user, |entry| {
             for session in &entry.sessions {
-                session.push(frame);
+                session.push(frame, audience);
             }
         });
     }

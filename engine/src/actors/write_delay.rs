@@ -1,6 +1,11 @@
-//! An opt-in write delay ([`Limits::write_delay`](crate::Limits)): a session's transport
-//! is told of new events up to that long after the first of them, so one socket write
+//! The write delay ([`Limits::write_delay`](crate::Limits)): a session's transport is
+//! told of new events up to that long after the first of them, so one socket write
 //! carries what several commits pushed meanwhile.
+//!
+//! Only events for a large audience wait ([`Limits::write_delay_min_audience`]
+//! (crate::Limits)): there a write per commit is multiplied by every member, while a
+//! small conversation's events are few and its members notice a delay. An event that does
+//! not wait wakes its session at once, and takes along whatever waits there.
 //!
 //! A socket write costs the kernel about the same whether it carries one event or ten, so
 //! on a busy fan-out most of the server's CPU goes to writes, not to events. Without a
@@ -23,6 +28,8 @@ use super::session::SessionSink;
 #[derive(Debug)]
 pub(crate) struct WriteDelay {
     delay: Duration,
+    /// The fewest users an event is for that makes it wait.
+    min_audience: usize,
     state: Mutex<Waiting>,
     /// Signalled when the first session starts waiting, and at shutdown.
     signal: Condvar,
@@ -40,9 +47,10 @@ struct Waiting {
 
 impl WriteDelay {
     /// Starts the flushing thread. It runs until [`WriteDelay::stop`].
-    pub(crate) fn start(delay: Duration) -> std::io::Result<Arc<Self>> {
+    pub(crate) fn start(delay: Duration, min_audience: usize) -> std::io::Result<Arc<Self>> {
         let shared = Arc::new(Self {
             delay,
+            min_audience,
             state: Mutex::new(Waiting::default()),
             signal: Condvar::new(),
             waking: Mutex::new(Vec::new()),
@@ -52,6 +60,11 @@ impl WriteDelay {
             .name("courier-write-delay".into())
             .spawn(move || flusher.run())?;
         Ok(shared)
+    }
+
+    /// Whether an event for `audience` users waits for the flush.
+    pub(crate) fn applies_to(&self, audience: usize) -> bool {
+        audience >= self.min_audience
     }
 
     /// `sink` has events and no wake-up on its way: it gets one at the next flush.

@@ -45,7 +45,7 @@ impl LocalDelivery {
     pub fn deliver_to(&self, users: &[UserId], except: Option<UserId>, frame: &EventFrame) {
         for &user in users {
             if Some(user) != except {
-                self.directory.push_to_user(user, frame);
+                self.directory.push_to_user(user, frame, users.len());
             }
         }
     }

@@ -79,6 +79,8 @@ async fn attach(members: usize) -> Fixture {
         .expect("store");
     let limits = Limits {
         outbound_queue_capacity: usize::MAX / 2,
+        // What is measured is the path to the sessions, not the wait for the next flush.
+        write_delay: Duration::ZERO,
         ..Limits::default()
     };
     let engine = Engine::builder(Arc::new(store)).limits(limits).build();

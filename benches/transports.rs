@@ -130,6 +130,8 @@ async fn fixture(transport: Transport) -> Fixture {
         bcrypt_cost: 4,
         auth_requests_per_minute: 100_000,
         sends_per_second: 100_000,
+        // What is measured is the path to the sockets, not the wait for the next flush.
+        write_delay_ms: 0,
         ..Config::default()
     };
     let app = Application::build(config).await.unwrap();

@@ -30,13 +30,15 @@ pub struct Limits {
     pub presence_grace: Duration,
     /// A conversation actor with no traffic for this long stops and frees its memory.
     pub conversation_idle: Duration,
-    /// How long pushed events may wait before their session's transport is told, so
-    /// that one socket write carries several commits' events: less CPU per delivered
-    /// event on a busy fan-out, for up to this much more latency. Zero (the default)
-    /// tells the transport at once. Acks and replies are never delayed.
+    /// How long pushed events for a large audience may wait before their session's
+    /// transport is told, so that one socket write carries several commits' events:
+    /// less CPU per delivered event on a busy fan-out, for up to this much more latency
+    /// (20 ms by default; zero tells the transport at once). Acks and replies are never
+    /// delayed.
     pub write_delay: Duration,
     /// The fewest users an event must be for (a conversation's members, a presence
-    /// change's contacts) to wait for `write_delay`; events for fewer go out at once.
+    /// change's contacts) to wait for `write_delay` (100 by default); events for fewer go
+    /// out at once.
     pub write_delay_min_audience: usize,
 }
 
@@ -52,8 +54,8 @@ impl Default for Limits {
             typing_ttl: Duration::from_secs(6),
             presence_grace: Duration::from_secs(5),
             conversation_idle: Duration::from_secs(300),
-            write_delay: Duration::ZERO,
-            write_delay_min_audience: 1,
+            write_delay: Duration::from_millis(20),
+            write_delay_min_audience: 100,
         }
     }
 }

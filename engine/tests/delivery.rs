@@ -1300,6 +1300,7 @@ async fn a_write_delay_gathers_several_commits_in_one_wake_up(store: TestStore) 
     use actix::Actor as _;
     let limits = Limits {
         write_delay: Duration::from_secs(1),
+        write_delay_min_audience: 1,
         ..Limits::default()
     };
     let engine = store.engine(limits);
@@ -1418,6 +1419,7 @@ async fn events_held_by_the_write_delay_go_out_before_a_shutdown_close(store: Te
     let limits = Limits {
         // Longer than the test: only the shutdown can let these events out in time.
         write_delay: Duration::from_secs(60),
+        write_delay_min_audience: 1,
         ..Limits::default()
     };
     let engine = store.engine(limits);

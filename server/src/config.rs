@@ -80,9 +80,10 @@ pub struct Config {
     /// How long a user stays online after their last connection closes, in milliseconds
     /// (a reload or network hand-over within it shows no offline/online flap).
     pub presence_grace_ms: u64,
-    /// How long pushed events may wait, in milliseconds, so that one socket write carries
-    /// several of them: less server CPU per delivery on busy conversations, for up to
-    /// this much more latency. 0 (the default) writes at once; acks are never delayed.
+    /// How long pushed events for a large audience may wait, in milliseconds, so that one
+    /// socket write carries several of them: less server CPU per delivery on busy large
+    /// conversations, for up to this much more latency. 0 writes at once; acks are never
+    /// delayed.
     pub write_delay_ms: u64,
     /// The fewest users an event must be for (a conversation's members, a user's
     /// contacts) to wait for `write_delay_ms`: smaller conversations are written at once.
@@ -130,8 +131,8 @@ impl Default for Config {
             sends_per_second: 20,
             ws_frames_per_second: 50,
             presence_grace_ms: 5_000,
-            write_delay_ms: 0,
-            write_delay_min_audience: 1,
+            write_delay_ms: 20,
+            write_delay_min_audience: 100,
             ice_servers: Vec::new(),
         }
     }

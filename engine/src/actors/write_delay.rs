@@ -1,11 +1,13 @@
-//! The write delay ([`Limits::write_delay`](crate::Limits)): a session's transport is
-//! told of new events up to that long after the first of them, so one socket write
-//! carries what several commits pushed meanwhile.
+//! The write delay ([`Limits::write_delay`](crate::Limits), 20 ms by default): a
+//! session's transport is told of new events up to that long after the first of them, so
+//! one socket write carries what several commits pushed meanwhile.
 //!
-//! Only events for a large audience wait ([`Limits::write_delay_min_audience`]
-//! (crate::Limits)): there a write per commit is multiplied by every member, while a
-//! small conversation's events are few and its members notice a delay. An event that does
-//! not wait wakes its session at once, and takes along whatever waits there.
+//! Only events for a large audience wait
+//! ([`Limits::write_delay_min_audience`](crate::Limits), 100 users by default): there a
+//! write per commit is multiplied by every member, while a small conversation's events
+//! are few and its members would notice the delay more than the server does the writes.
+//! An event that does not wait wakes its session at once, and takes along whatever
+//! waits there.
 //!
 //! A socket write costs the kernel about the same whether it carries one event or ten, so
 //! on a busy fan-out most of the server's CPU goes to writes, not to events. Without a

@@ -21,6 +21,7 @@ courier_test_db::on_both_stores!(
     presence_events_reach_contacts,
     sockets_close_when_their_token_expires,
     a_write_delay_holds_events_back_but_not_acks,
+    a_small_conversation_is_not_held_by_the_write_delay,
 );
 
 async fn sockets_close_when_their_token_expires(db: TestDatabase) {
@@ -429,7 +430,11 @@ async fn graceful_shutdown_says_going_away(db: TestDatabase) {
 }
 
 async fn a_write_delay_holds_events_back_but_not_acks(db: TestDatabase) {
-    let app = spawn_app_with(db, |config| config.write_delay_ms = 1_000).await;
+    let app = spawn_app_with(db, |config| {
+        config.write_delay_ms = 1_000;
+        config.write_delay_min_audience = 1;
+    })
+    .await;
     let ann = app.register("ann").await;
     let bob = app.register("bob").await;
     let group = app.group(&ann, &[&bob]).await;
@@ -473,4 +478,41 @@ async fn a_write_delay_holds_events_back_but_not_acks(db: TestDatabase) {
     assert_eq!(last["data"]["body"], "last");
     let reason = bob_ws.closed().await.expect("a close reason");
     assert_eq!(reason.code, ws::CloseCode::Away);
+}
+
+async fn a_small_conversation_is_not_held_by_the_write_delay(db: TestDatabase) {
+    const DELAY: Duration = Duration::from_millis(1_000);
+    let app = spawn_app_with(db, |config| {
+        config.write_delay_ms = DELAY.as_millis() as u64;
+        config.write_delay_min_audience = 3;
+    })
+    .await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let cat = app.register("cat").await;
+    let large = app.group(&ann, &[&bob, &cat]).await;
+    let small = app.group(&ann, &[&bob]).await;
+    let mut bob_ws = app.socket(&bob).await;
+
+    app.send(&ann, large, "l1", "to three").await;
+    bob_ws
+        .assert_none(Duration::from_millis(200), |frame| {
+            frame["type"] == "message:received"
+        })
+        .await;
+    app.send(&ann, small, "s1", "to two").await;
+    // Both well within the delay: the small conversation's message did not wait, and it
+    // took the large one's along, in the order they were sent.
+    let heard = tokio::time::timeout(DELAY / 2, async {
+        let first = bob_ws.next_event("message:received").await;
+        let second = bob_ws.next_event("message:received").await;
+        [first, second]
+    })
+    .await
+    .expect("not held back by the delay");
+    let bodies: Vec<&str> = heard
+        .iter()
+        .map(|frame| frame["data"]["body"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(bodies, ["to three", "to two"]);
 }

@@ -65,6 +65,7 @@ on_both_stores!(
     a_write_delay_gathers_several_commits_in_one_wake_up,
     events_held_by_the_write_delay_go_out_before_a_shutdown_close,
     only_events_for_a_large_audience_wait_for_the_write_delay,
+    events_waiting_for_a_room_left_meanwhile_are_not_written,
     group_commit_settles_every_send_of_a_batch,
     one_commit_settles_the_batches_of_several_conversations,
     idle_conversations_stop_and_restart_on_demand,
@@ -1364,20 +1365,6 @@ async fn only_events_for_a_large_audience_wait_for_the_write_delay(store: TestSt
     let session = engine.connect(bob, recorder.recipient()).await.unwrap();
     tokio::time::sleep(QUIET).await;
     while wake_ups.try_recv().is_ok() {}
-    // What an event is about: its conversation, and for a message its seq.
-    let about = |events: Vec<ServerEvent>| -> Vec<(ConversationId, i64)> {
-        events
-            .into_iter()
-            .filter_map(|event| match event {
-                ServerEvent::ConversationCreated(created) => Some((created.id, 0)),
-                ServerEvent::MessageReceived(message) => {
-                    Some((message.conversation_id, message.seq.0))
-                }
-                _ => None,
-            })
-            .collect()
-    };
-
     // Three members: the creation waits for the delay.
     let large = group(&store, &engine, ann, &[bob, cat]).await;
     no_wake_up(&mut wake_ups).await;
@@ -1410,6 +1397,65 @@ async fn only_events_for_a_large_audience_wait_for_the_write_delay(store: TestSt
         .unwrap();
     no_wake_up(&mut wake_ups).await;
     assert_eq!(session.queue().pending(), 1);
+}
+
+/// What events are about: a creation's conversation with seq 0, a message's conversation
+/// and seq; other events are left out.
+fn about(events: Vec<ServerEvent>) -> Vec<(ConversationId, i64)> {
+    events
+        .into_iter()
+        .filter_map(|event| match event {
+            ServerEvent::ConversationCreated(created) => Some((created.id, 0)),
+            ServerEvent::MessageReceived(message) => Some((message.conversation_id, message.seq.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn events_waiting_for_a_room_left_meanwhile_are_not_written(store: TestStore) {
+    use actix::Actor as _;
+    let limits = Limits {
+        write_delay: Duration::from_secs(60),
+        write_delay_min_audience: 3,
+        ..Limits::default()
+    };
+    let engine = store.engine(limits);
+    let ann = store.user("ann").await;
+    let bob = store.user("bob").await;
+    let cat = store.user("cat").await;
+    let large = group(&store, &engine, ann, &[bob, cat]).await;
+    let small = group(&store, &engine, ann, &[bob]).await;
+    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder { taken }.start();
+    let session = engine.connect(bob, recorder.recipient()).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    while wake_ups.try_recv().is_ok() {}
+
+    engine
+        .send_message(ann, send(large, "l1", "waits"))
+        .await
+        .unwrap();
+    no_wake_up(&mut wake_ups).await;
+    let room = ConversationRef {
+        conversation_id: large,
+    };
+    assert_eq!(
+        session
+            .execute(ClientCommand::LeaveRoom(room))
+            .await
+            .unwrap(),
+        Reply::Done {}
+    );
+    engine
+        .send_message(ann, send(small, "s1", "at once"))
+        .await
+        .unwrap();
+    assert_eq!(
+        about(next_wake_up(&mut wake_ups).await),
+        [(small, 1)],
+        "the left room's waiting message is not written"
+    );
+    assert_eq!(session.queue().pending(), 0, "and not counted as waiting");
 }
 
 /// Asserts the transport is not told of anything for a while: events are held back.

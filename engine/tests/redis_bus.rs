@@ -45,13 +45,23 @@ async fn node(
     redis_url: &str,
     bus_store: Arc<dyn Store>,
 ) -> (Engine, Arc<RedisBus>) {
+    node_with(store, redis_url, bus_store, Limits::default()).await
+}
+
+/// [`node`] with limits of the test's own.
+async fn node_with(
+    store: &TestStore,
+    redis_url: &str,
+    bus_store: Arc<dyn Store>,
+    limits: Limits,
+) -> (Engine, Arc<RedisBus>) {
     let mut config = RedisBusConfig::new(redis_url);
     config.prefix = "courier-engine-test".into();
     // Heartbeats (after which a node publishes a resync it owes) every half second.
     config.presence_ttl = Duration::from_secs(3);
     let handle = Arc::new(std::sync::Mutex::new(None));
     let engine = Engine::builder(store.store.clone() as Arc<dyn Store>)
-        .limits(Limits::default())
+        .limits(limits)
         .bus({
             let handle = Arc::clone(&handle);
             move |local| {
@@ -262,6 +272,56 @@ async fn a_member_added_on_their_own_node_hears_each_message_once(store: TestSto
         .await;
 }
 
+async fn an_event_for_many_users_waits_for_the_write_delay_on_every_node(store: TestStore) {
+    let Some(redis) = private_redis() else {
+        return;
+    };
+    let limits = Limits {
+        // Longer than the test: whatever arrives was not held back by it.
+        write_delay: Duration::from_secs(60),
+        write_delay_min_audience: 3,
+        ..Limits::default()
+    };
+    let owner = store.user("owner").await;
+    let far = store.user("far").await;
+    let other = store.user("other").await;
+    let (creating, _) = node_with(&store, &redis.url(), store.store.clone(), limits.clone()).await;
+    let (far_node, _) = node_with(&store, &redis.url(), store.store.clone(), limits).await;
+    let mut far_client = TestClient::connect(&far_node, far).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    far_client.drain();
+
+    // Three members: `conversation:created` crosses to the far node in an envelope of
+    // `far`'s own, and waits there as it would on the creating node.
+    let create = |members: Vec<UserId>| CreateConversation::Group {
+        title: "team".into(),
+        members,
+    };
+    let (large, _) = creating
+        .create_conversation(owner, create(vec![far, other]))
+        .await
+        .unwrap();
+    far_client
+        .assert_none(Duration::from_millis(500), |event| {
+            matches!(event, ServerEvent::ConversationCreated(_))
+        })
+        .await;
+    // Two members: at once, bringing the waiting one along first.
+    let (small, _) = creating
+        .create_conversation(owner, create(vec![far]))
+        .await
+        .unwrap();
+    let created = |event: &ServerEvent| matches!(event, ServerEvent::ConversationCreated(_));
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        if let ServerEvent::ConversationCreated(conversation) = far_client.next_where(created).await
+        {
+            heard.push(conversation.id);
+        }
+    }
+    assert_eq!(heard, [large.id, small.id]);
+}
+
 async fn until(condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !condition() {
@@ -274,4 +334,5 @@ on_both_stores!(
     a_user_added_on_another_node_while_arriving_hears_the_conversation,
     members_added_while_a_nodes_notes_are_dropped_hear_the_conversation,
     a_member_added_on_their_own_node_hears_each_message_once,
+    an_event_for_many_users_waits_for_the_write_delay_on_every_node,
 );

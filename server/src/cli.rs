@@ -74,7 +74,8 @@ pub struct Settings {
     /// Milliseconds pushed events may wait to share a socket write (0: none).
     #[arg(long, env = "COURIER_WRITE_DELAY_MS", global = true)]
     pub write_delay_ms: Option<u64>,
-    /// The fewest recipients an event needs to wait for the write delay.
+    /// The fewest users an event must be for (its conversation's members) to wait for the
+    /// write delay.
     #[arg(long, env = "COURIER_WRITE_DELAY_MIN_AUDIENCE", global = true)]
     pub write_delay_min_audience: Option<usize>,
     /// Comma-separated origins allowed by CORS.

@@ -18,9 +18,11 @@ pub enum Outbound {
     /// Events wait for the client: take them with [`PendingEvents::drain`], and once they
     /// are written, say so with [`OutboundQueue::written`].
     ///
-    /// Sent when the session's queue goes from empty to not empty, so one mailbox message
-    /// carries every event pushed until the transport takes them: under load a transport
-    /// takes many events per message, and no event costs an envelope of its own.
+    /// Sent when the session's queue goes from empty to not empty (at once, or after the
+    /// write delay), so one mailbox message carries every event pushed until the
+    /// transport takes them: under load a transport takes many events per message, and no
+    /// event costs an envelope of its own. An event that may not wait sends one more while
+    /// a delayed one is on its way, so a message may find nothing left to take.
     Events(PendingEvents),
     /// The engine gave up on this session: close the connection with this reason.
     Close(CloseReason),
@@ -156,16 +158,27 @@ impl PendingEvents {
     /// many (none when an earlier call took them already). Report them with
     /// [`OutboundQueue::written`] once they are on their way.
     pub fn drain(&self, mut write: impl FnMut(EventFrame)) -> usize {
-        let queue = &self.0.queue;
+        let sink = &self.0;
+        let queue = &sink.queue;
         let mut draining = queue.draining.lock();
         {
             let mut untaken = queue.untaken.lock();
             std::mem::swap(&mut *draining, &mut untaken.frames);
             untaken.told = None;
         }
-        let count = draining.len();
+        let mut count = 0;
+        let mut dropped = 0;
         for frame in draining.drain(..) {
-            write(frame);
+            // A room left while its events waited: they are not written after the reply.
+            if sink.in_left_room(&frame) {
+                dropped += 1;
+            } else {
+                count += 1;
+                write(frame);
+            }
+        }
+        if dropped > 0 {
+            queue.written(dropped);
         }
         // A burst that found the client slow leaves no large buffer behind.
         draining.shrink_to(RETAINED_CAPACITY);
@@ -230,10 +243,7 @@ impl SessionSink {
         if queue.overflowed.load(Ordering::Acquire) {
             return;
         }
-        if self.has_left_rooms.load(Ordering::Acquire)
-            && let Some(conversation) = frame.conversation_id()
-            && self.left_rooms.read().contains(&conversation)
-        {
+        if self.in_left_room(frame) {
             return;
         }
         let pending = queue.pending.fetch_add(1, Ordering::AcqRel) + 1;
@@ -265,13 +275,34 @@ impl SessionSink {
         }
     }
 
+    /// Whether `frame` belongs to a room this session left.
+    fn in_left_room(&self, frame: &EventFrame) -> bool {
+        self.has_left_rooms.load(Ordering::Acquire)
+            && frame
+                .conversation_id()
+                .is_some_and(|conversation| self.left_rooms.read().contains(&conversation))
+    }
+
     /// Tells the transport that events wait.
     pub(crate) fn wake(self: &Arc<Self>) {
         self.recipient
             .do_send(Outbound::Events(PendingEvents(Arc::clone(self))));
     }
 
-    pub(crate) fn close(&self, reason: CloseReason) {
+    pub(crate) fn close(self: &Arc<Self>, reason: CloseReason) {
+        // Events waiting for the write delay go out before the close. Checked under the
+        // queue's lock, so an event pushed just before cannot be scheduled after it.
+        let waiting = {
+            let mut untaken = self.queue.untaken.lock();
+            let waiting = untaken.told == Some(Wake::Later);
+            if waiting {
+                untaken.told = Some(Wake::Now);
+            }
+            waiting
+        };
+        if waiting {
+            self.wake();
+        }
         self.recipient.do_send(Outbound::Close(reason));
     }
 

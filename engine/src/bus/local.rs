@@ -43,9 +43,22 @@ impl LocalDelivery {
 
     /// Pushes `frame` to every local session of `users` but `except`'s.
     pub fn deliver_to(&self, users: &[UserId], except: Option<UserId>, frame: &EventFrame) {
+        self.deliver_within(users, except, frame, users.len());
+    }
+
+    /// Like [`deliver_to`](Self::deliver_to), for `users` that are part of an audience of
+    /// `audience` users in all: a bus that splits an audience on its way gives the whole
+    /// count, so the write delay decides alike on every node.
+    pub fn deliver_within(
+        &self,
+        users: &[UserId],
+        except: Option<UserId>,
+        frame: &EventFrame,
+        audience: usize,
+    ) {
         for &user in users {
             if Some(user) != except {
-                self.directory.push_to_user(user, frame, users.len());
+                self.directory.push_to_user(user, frame, audience);
             }
         }
     }

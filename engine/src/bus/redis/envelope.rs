@@ -40,9 +40,11 @@ pub(crate) enum Body {
         members: Arc<[UserId]>,
         frame: EventFrame,
     },
-    /// An event for every session of these users.
+    /// An event for every session of these users, of an audience of `audience` users in
+    /// all (an event for many users travels as one envelope per user channel).
     Users {
         users: Arc<[UserId]>,
+        audience: u32,
         frame: EventFrame,
     },
     /// `user` joined `conversation` after its seq `after`: their nodes subscribe to it.
@@ -95,8 +97,13 @@ impl Envelope {
                 put_users(&mut out, members);
                 put_frame(&mut out, frame);
             }
-            Body::Users { users, frame } => {
+            Body::Users {
+                users,
+                audience,
+                frame,
+            } => {
                 put_users(&mut out, users);
+                out.put_u32_le(*audience);
                 put_frame(&mut out, frame);
             }
             Body::Joined {
@@ -142,8 +149,15 @@ impl Envelope {
             }
             USERS => {
                 let users = get_users(&mut bytes)?;
+                let audience = bytes
+                    .try_get_u32_le()
+                    .map_err(|_| Malformed("no audience"))?;
                 let frame = get_frame(bytes)?;
-                Body::Users { users, frame }
+                Body::Users {
+                    users,
+                    audience,
+                    frame,
+                }
             }
             JOINED | LEFT => {
                 let conversation = ConversationId(get_i64(&mut bytes)?);
@@ -276,6 +290,30 @@ mod tests {
     }
 
     #[test]
+    fn a_user_event_crosses_with_its_whole_audience() {
+        let sent = Envelope {
+            origin: 42,
+            body: Body::Users {
+                users: Arc::from([UserId(5)]),
+                audience: 250,
+                frame: typing(),
+            },
+        };
+        let got = Envelope::decode(sent.encode()).expect("decodes");
+        let Body::Users {
+            users,
+            audience,
+            frame,
+        } = got.body
+        else {
+            panic!("kind changed");
+        };
+        assert_eq!(&users[..], &[UserId(5)]);
+        assert_eq!(audience, 250, "the count the write delay decides by");
+        assert_eq!(frame.json(), typing().json());
+    }
+
+    #[test]
     fn controls_cross_unchanged() {
         let sent = Envelope {
             origin: 1,
@@ -336,6 +374,7 @@ mod tests {
         }
         let event = Body::Users {
             users: Arc::from([UserId(1)]),
+            audience: 1,
             frame: typing(),
         };
         assert!(!Envelope::is_control(
@@ -354,6 +393,7 @@ mod tests {
             origin: 1,
             body: Body::Users {
                 users: Arc::from([UserId(1), UserId(2)]),
+                audience: 2,
                 frame: typing(),
             },
         }

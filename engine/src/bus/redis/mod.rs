@@ -306,7 +306,13 @@ impl Inner {
                 members,
                 frame,
             } => self.deliver_members(conversation, seq, except, members, frame),
-            Body::Users { users, frame } => self.local.deliver_to(&users, None, &frame),
+            Body::Users {
+                users,
+                audience,
+                frame,
+            } => self
+                .local
+                .deliver_within(&users, None, &frame, audience as usize),
             Body::Roster { conversation } => self.local.roster_changed(conversation),
             // Membership notes count from every origin: this node's own users follow
             // them like any other node's.
@@ -724,9 +730,11 @@ impl Bus for RedisBus {
                 inner.local.deliver_to(&users, None, &frame);
                 // One envelope per user channel: a node subscribed to several of these
                 // users must not deliver the event to each of them several times.
+                let audience = u32::try_from(users.len()).unwrap_or(u32::MAX);
                 for &user in users.iter() {
                     let body = Body::Users {
                         users: Arc::from([user]),
+                        audience,
                         frame: frame.clone(),
                     };
                     inner.send(inner.keys.user_channel(user), body);

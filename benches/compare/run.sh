@@ -13,7 +13,10 @@
 #
 # COMPARE_DURATION     seconds of load per run (10); idle runs hold COMPARE_IDLE_DURATION (5)
 # COMPARE_QUICK=1      fewer and smaller scenarios
-# COMPARE_TARGETS      some of: courier-sqlite courier-postgres reference (all three)
+# COMPARE_TARGETS      some of: courier-sqlite courier-postgres reference (these three by
+#                      default) bare (benches/compare/bare: the actix-web-actors stack
+#                      with room actors and nothing else, over the native protocol: the
+#                      floor that courier's per-connection and per-delivery costs sit on)
 # COMPARE_RESULTS      the results file, appended to (target/compare/results.jsonl); the
 #                      report keeps the latest run of each target, protocol and scenario
 # COMPARE_CHART        the chart compare-report draws (docs/compare.svg)
@@ -49,8 +52,8 @@ fail() {
 
 for target in $targets; do
   case $target in
-    courier-sqlite | courier-postgres | reference) ;;
-    *) fail "unknown target '$target' in COMPARE_TARGETS (courier-sqlite, courier-postgres, reference)" ;;
+    courier-sqlite | courier-postgres | reference | bare) ;;
+    *) fail "unknown target '$target' in COMPARE_TARGETS (courier-sqlite, courier-postgres, reference, bare)" ;;
   esac
 done
 case " $targets " in
@@ -82,13 +85,13 @@ fresh_database() {
     || fail "could not recreate database $1 through $admin_url"
 }
 
-reference_pid=
+other_pid=
 # Stops whichever server is up; the EXIT trap calls it too, so no server outlives the script.
 stop_servers() {
   bench_stop_courier
-  if [ -n "$reference_pid" ]; then
-    bench_stop "$reference_pid"
-    reference_pid=
+  if [ -n "$other_pid" ]; then
+    bench_stop "$other_pid"
+    other_pid=
   fi
 }
 
@@ -123,9 +126,16 @@ start_server() {
       # `exec`, so that $! is node's own pid, the one the load generator measures.
       (cd benches/compare && PORT="$port" DATABASE_URL="$(database_url reference_compare)" \
         exec node server.js) >"$log" 2>&1 &
-      reference_pid=$!
-      server_pid=$reference_pid
-      bench_wait_for_port "$port" "$reference_pid" "$log"
+      other_pid=$!
+      server_pid=$other_pid
+      bench_wait_for_port "$port" "$other_pid" "$log"
+      ;;
+    bare)
+      bench_port_free "$port"
+      PORT="$port" "$bench_bin/bare" >"$log" 2>&1 &
+      other_pid=$!
+      server_pid=$other_pid
+      bench_wait_for_port "$port" "$other_pid" "$log"
       ;;
   esac
 }
@@ -165,6 +175,8 @@ bench_raise_nofile
 for target in $targets; do
   if [ "$target" = reference ]; then
     protocols=(socketio)
+  elif [ "$target" = bare ]; then
+    protocols=(native)
   else
     protocols=(socketio native)
   fi

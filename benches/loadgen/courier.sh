@@ -6,9 +6,9 @@
 # Where cargo puts release binaries; CARGO_TARGET_DIR moves them, as it does for cargo.
 bench_bin="${CARGO_TARGET_DIR:-target}/release"
 
-# Builds courier and the load generator's binaries in release.
+# Builds courier, the load generator's binaries and the bare floor server in release.
 bench_build() {
-  cargo build --release --locked -p courier-server -p courier-loadgen >&2
+  cargo build --release --locked -p courier-server -p courier-loadgen -p courier-compare-bare >&2
 }
 
 # Open files for many connections, on both sides: children inherit the limit.

@@ -15,12 +15,14 @@ use plotters::prelude::*;
 use crate::table::{Row, Series};
 
 /// The lines drawn, in legend order: courier over the like-for-like protocol on both
-/// stores, over its native protocol on SQLite, and the reference.
-const LINES: [(&str, &str, RGBColor); 4] = [
+/// stores, over its native protocol on SQLite, the reference, and the bare stack when it
+/// was run (a line only for a server with runs).
+const LINES: [(&str, &str, RGBColor); 5] = [
     ("courier-sqlite", "socketio", RGBColor(31, 119, 180)),
     ("courier-sqlite", "native", RGBColor(23, 190, 207)),
     ("courier-postgres", "socketio", RGBColor(44, 160, 44)),
     ("reference", "socketio", RGBColor(214, 39, 40)),
+    ("bare", "native", RGBColor(127, 127, 127)),
 ];
 
 const SIZE: (u32, u32) = (1100, 480);

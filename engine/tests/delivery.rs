@@ -1348,23 +1348,40 @@ async fn a_write_delay_gathers_several_commits_in_one_wake_up(store: TestStore) 
     assert!(more.is_err(), "no second wake-up: {more:?}");
 }
 
-async fn only_events_for_a_large_audience_wait_for_the_write_delay(store: TestStore) {
-    use actix::Actor as _;
-    let limits = Limits {
-        // Longer than the test: whatever arrives was not held back by it.
+/// Limits under which events for three users or more wait longer than any test, and
+/// events for fewer go out at once.
+fn only_three_or_more_wait() -> Limits {
+    Limits {
         write_delay: Duration::from_secs(60),
         write_delay_min_audience: 3,
         ..Limits::default()
-    };
-    let engine = store.engine(limits);
+    }
+}
+
+/// `user`'s session with a [`Recorder`] for its transport, once the connect's own events
+/// are taken: each later wake-up comes out of the receiver.
+async fn recorded_session(
+    engine: &courier_engine::Engine,
+    user: UserId,
+) -> (
+    courier_engine::Session,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<courier_engine::protocol::EventFrame>>,
+) {
+    use actix::Actor as _;
+    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder { taken }.start();
+    let session = engine.connect(user, recorder.recipient()).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    while wake_ups.try_recv().is_ok() {}
+    (session, wake_ups)
+}
+
+async fn only_events_for_a_large_audience_wait_for_the_write_delay(store: TestStore) {
+    let engine = store.engine(only_three_or_more_wait());
     let ann = store.user("ann").await;
     let bob = store.user("bob").await;
     let cat = store.user("cat").await;
-    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = Recorder { taken }.start();
-    let session = engine.connect(bob, recorder.recipient()).await.unwrap();
-    tokio::time::sleep(QUIET).await;
-    while wake_ups.try_recv().is_ok() {}
+    let (session, mut wake_ups) = recorded_session(&engine, bob).await;
     // Three members: the creation waits for the delay.
     let large = group(&store, &engine, ann, &[bob, cat]).await;
     no_wake_up(&mut wake_ups).await;
@@ -1413,23 +1430,13 @@ fn about(events: Vec<ServerEvent>) -> Vec<(ConversationId, i64)> {
 }
 
 async fn events_waiting_for_a_room_left_meanwhile_are_not_written(store: TestStore) {
-    use actix::Actor as _;
-    let limits = Limits {
-        write_delay: Duration::from_secs(60),
-        write_delay_min_audience: 3,
-        ..Limits::default()
-    };
-    let engine = store.engine(limits);
+    let engine = store.engine(only_three_or_more_wait());
     let ann = store.user("ann").await;
     let bob = store.user("bob").await;
     let cat = store.user("cat").await;
     let large = group(&store, &engine, ann, &[bob, cat]).await;
     let small = group(&store, &engine, ann, &[bob]).await;
-    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = Recorder { taken }.start();
-    let session = engine.connect(bob, recorder.recipient()).await.unwrap();
-    tokio::time::sleep(QUIET).await;
-    while wake_ups.try_recv().is_ok() {}
+    let (session, mut wake_ups) = recorded_session(&engine, bob).await;
 
     engine
         .send_message(ann, send(large, "l1", "waits"))

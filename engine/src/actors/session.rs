@@ -133,8 +133,8 @@ impl OutboundQueue {
 struct Untaken {
     /// Oldest first. Empty, it holds no allocation.
     frames: Vec<EventFrame>,
-    /// The wake-up on its way for them, if any. An event that may not wait still gets
-    /// one of its own when the others' waits for the write delay.
+    /// The wake-up on its way for them, if any. An event that may not wait gets a
+    /// wake-up of its own when the one on its way waits for the write delay.
     told: Option<Wake>,
 }
 

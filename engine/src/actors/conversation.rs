@@ -246,12 +246,7 @@ impl ConversationActor {
                 // and a membership change or an edit waited on meanwhile may need it.
                 Some(after) => {
                     let read_back = async move { stored_after(&*store, id, after).await };
-                    let lost = || {
-                        Err(StoreError::Unavailable(
-                            "a read-back ended unanswered".into(),
-                        ))
-                    };
-                    match super::detached(read_back, lost).await {
+                    match super::detached(read_back, super::store_call_lost).await {
                         Ok(missed) => Some(missed),
                         Err(error) => return (None, Err(error)),
                     }

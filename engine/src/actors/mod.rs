@@ -28,7 +28,7 @@ pub(crate) use write_delay::WriteDelay;
 
 use std::future::Future;
 
-use crate::error::EngineError;
+use crate::error::StoreError;
 
 /// Runs `work` (calls to the store) as a task of its own, for an actor to await; `lost`
 /// answers if the task ends without an answer (it panicked, or its arbiter stopped).
@@ -45,8 +45,6 @@ pub(crate) fn detached<T: 'static>(
 }
 
 /// What a detached store call that ended without an answer answers.
-pub(crate) fn store_call_lost<T>() -> Result<T, EngineError> {
-    Err(EngineError::Unavailable(
-        "a store call ended without an answer".into(),
-    ))
+pub(crate) fn store_call_lost<T, E: From<StoreError>>() -> Result<T, E> {
+    Err(StoreError::Unavailable("a store call ended without an answer".into()).into())
 }

@@ -387,7 +387,7 @@ impl Handler<RelayCall> for UserActor {
     fn handle(&mut self, msg: RelayCall, _ctx: &mut Self::Context) -> Self::Result {
         let store = Arc::clone(&self.core.store);
         let user = self.user;
-        let lookup = async move { Ok(store.contacts_of(user).await?) };
+        let lookup = async move { store.contacts_of(user).await };
         // Not a future of this actor's: an announcement waited on meanwhile reads the
         // store too, and the readers are few.
         Box::pin(

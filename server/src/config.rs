@@ -109,6 +109,8 @@ pub struct IceServer {
 
 impl Default for Config {
     fn default() -> Self {
+        // What the engine runs with unless told otherwise: one place for those defaults.
+        let engine = courier_engine::Limits::default();
         Self {
             listen: "127.0.0.1:8080".into(),
             database_url: String::new(),
@@ -122,17 +124,17 @@ impl Default for Config {
             bcrypt_cost: 12,
             max_json_body_bytes: 64 * 1024,
             ws_max_frame_bytes: 64 * 1024,
-            outbound_queue_capacity: 1024,
-            max_commit_batch: 256,
-            commit_concurrency: 2,
+            outbound_queue_capacity: engine.outbound_queue_capacity,
+            max_commit_batch: engine.max_commit_batch,
+            commit_concurrency: engine.commit_concurrency,
             log_format: LogFormat::Text,
             cors_allowed_origins: Vec::new(),
             auth_requests_per_minute: 20,
             sends_per_second: 20,
             ws_frames_per_second: 50,
-            presence_grace_ms: 5_000,
-            write_delay_ms: 20,
-            write_delay_min_audience: 100,
+            presence_grace_ms: engine.presence_grace.as_millis() as u64,
+            write_delay_ms: engine.write_delay.as_millis() as u64,
+            write_delay_min_audience: engine.write_delay_min_audience,
             ice_servers: Vec::new(),
         }
     }

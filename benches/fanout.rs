@@ -30,9 +30,7 @@ impl Actor for Receiver {
     type Context = Context<Self>;
 }
 
-impl Handler<Outbound> for Receiver {
-    type Result = ();
-
+impl StreamHandler<Outbound> for Receiver {
     fn handle(&mut self, msg: Outbound, _ctx: &mut Self::Context) {
         let Outbound::Events(pending) = msg else {
             return;
@@ -91,13 +89,15 @@ async fn attach(members: usize) -> Fixture {
     for n in 0..members {
         let user = UserId(n as i64 + 1);
         users.push(user);
-        let receiver = Receiver {
-            remaining: Arc::clone(&remaining),
-            done: Arc::clone(&done),
-        }
-        .start();
-        let session = engine.connect(user, receiver.recipient()).await;
-        sessions.push(session.expect("connect"));
+        let (session, outbound) = engine.connect(user).await.expect("connect");
+        Receiver::create(|ctx| {
+            ctx.add_stream(outbound);
+            Receiver {
+                remaining: Arc::clone(&remaining),
+                done: Arc::clone(&done),
+            }
+        });
+        sessions.push(session);
     }
     // Let the users' actors finish starting (they look up their accounts) before timing.
     actix_rt::time::sleep(Duration::from_millis(200)).await;

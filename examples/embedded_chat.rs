@@ -20,9 +20,7 @@ impl Actor for Printer {
     type Context = Context<Self>;
 }
 
-impl Handler<Outbound> for Printer {
-    type Result = ();
-
+impl StreamHandler<Outbound> for Printer {
     fn handle(&mut self, msg: Outbound, _ctx: &mut Self::Context) {
         let Outbound::Events(pending) = msg else {
             return;
@@ -44,8 +42,12 @@ impl Handler<Outbound> for Printer {
 }
 
 async fn connect(engine: &Engine, user: UserId, name: &'static str) -> anyhow::Result<Session> {
-    let printer = Printer { name }.start();
-    Ok(engine.connect(user, printer.recipient()).await?)
+    let (session, outbound) = engine.connect(user).await?;
+    Printer::create(|ctx| {
+        ctx.add_stream(outbound);
+        Printer { name }
+    });
+    Ok(session)
 }
 
 async fn say(

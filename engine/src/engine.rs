@@ -9,9 +9,9 @@ use actix::prelude::*;
 use crate::actors::registry::Sharded;
 use crate::actors::{
     Announcer, AttachSession, Authorize, ChangeMembership, CloseReason, ConversationActor,
-    DetachSession, MarkReceipt, MessageChange, ModifyMessage, Outbound, OutboundQueue, PostMessage,
-    RelayCall, ReloadRoster, SessionSink, SetStatus, SetTyping, UserActor, UserDirectory,
-    WriteDelay,
+    DetachSession, MarkReceipt, MessageChange, ModifyMessage, OutboundQueue, OutboundStream,
+    PostMessage, RelayCall, ReloadRoster, SessionSink, SetStatus, SetTyping, UserActor,
+    UserDirectory, WriteDelay,
 };
 use crate::bus::{Audience, Bus, LocalBus, LocalDelivery};
 use crate::config::Limits;
@@ -303,18 +303,14 @@ impl Engine {
         self.core.conversations.len()
     }
 
-    /// Attaches a session of `user`: events for the user are pushed to `recipient` as
-    /// [`Outbound`] messages until the returned [`Session`] is dropped.
-    pub async fn connect(
-        &self,
-        user: UserId,
-        recipient: Recipient<Outbound>,
-    ) -> Result<Session, EngineError> {
+    /// Attaches a session of `user`: events for the user come out of the returned
+    /// [`OutboundStream`] until the returned [`Session`] is dropped. Events published once
+    /// this returns are never missed, whenever the stream is first polled.
+    pub async fn connect(&self, user: UserId) -> Result<(Session, OutboundStream), EngineError> {
         let id = SessionId(self.core.next_session.fetch_add(1, Ordering::Relaxed));
         let sink = Arc::new(SessionSink::new(
             id,
             user,
-            recipient,
             self.core.limits.outbound_queue_capacity,
             self.core.write_delay.clone(),
         ));
@@ -330,11 +326,13 @@ impl Engine {
                 Err(error) => return Err(error.into()),
             }
         };
-        Ok(Session {
+        let outbound = OutboundStream::new(Arc::clone(&sink));
+        let session = Session {
             engine: self.clone(),
             sink,
             actor,
-        })
+        };
+        Ok((session, outbound))
     }
 
     /// Publishes an event to an audience through the bus, serialised once. The engine

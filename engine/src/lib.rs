@@ -23,7 +23,9 @@ pub mod ids;
 pub mod protocol;
 pub mod store;
 
-pub use actors::{CloseReason, Outbound, OutboundQueue, PendingEvents, UserDirectory};
+pub use actors::{
+    CloseReason, Outbound, OutboundQueue, OutboundStream, PendingEvents, UserDirectory,
+};
 pub use config::Limits;
 pub use engine::{
     CreateConversation, Engine, EngineBuilder, EngineObserver, HistoryPage, MessagePage, Session,

@@ -62,6 +62,7 @@ on_both_stores!(
     concurrent_edits_end_on_what_is_stored,
     one_serialisation_is_shared_by_all_recipients,
     a_burst_reaches_a_session_in_one_wake_up_in_order,
+    what_comes_before_the_transport_reads_waits_for_it_and_the_close_comes_last,
     a_write_delay_gathers_several_commits_in_one_wake_up,
     events_held_by_the_write_delay_go_out_before_a_shutdown_close,
     only_events_for_a_large_audience_wait_for_the_write_delay,
@@ -1207,35 +1208,73 @@ async fn concurrent_edits_end_on_what_is_stored(store: TestStore) {
     assert_eq!(bodies, answered, "every edit is heard once");
 }
 
-/// A transport that records each wake-up's events and reports them written.
-struct Recorder {
-    taken: tokio::sync::mpsc::UnboundedSender<Vec<courier_engine::protocol::EventFrame>>,
+/// A transport that records the events of each wake-up and reports them written.
+fn record(
+    mut outbound: courier_engine::OutboundStream,
+) -> tokio::sync::mpsc::UnboundedReceiver<Vec<courier_engine::protocol::EventFrame>> {
+    use futures_util::StreamExt as _;
+    let (taken, wake_ups) = tokio::sync::mpsc::unbounded_channel();
+    actix_rt::spawn(async move {
+        while let Some(item) = outbound.next().await {
+            if let courier_engine::Outbound::Events(pending) = item {
+                let mut events = Vec::new();
+                pending.drain(|frame| events.push(frame));
+                pending.queue().written(events.len());
+                if taken.send(events).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    wake_ups
 }
 
-impl actix::Actor for Recorder {
-    type Context = actix::Context<Self>;
-}
+async fn what_comes_before_the_transport_reads_waits_for_it_and_the_close_comes_last(
+    store: TestStore,
+) {
+    use futures_util::StreamExt as _;
+    let engine = store.engine(Limits::default());
+    let bob = store.user("bob").await;
+    let (session, mut outbound) = engine.connect(bob).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    // Nothing has polled the stream yet, as when a transport takes its session late.
+    let audience = courier_engine::bus::Audience::Users(vec![bob].into());
+    for n in 1..=3 {
+        let event = ServerEvent::TypingStarted(courier_engine::protocol::TypingChanged {
+            conversation_id: ConversationId(n),
+            user_id: bob,
+        });
+        engine.publish(audience.clone(), &event);
+    }
+    engine.close_all_sessions();
 
-impl actix::Handler<courier_engine::Outbound> for Recorder {
-    type Result = ();
-
-    fn handle(&mut self, msg: courier_engine::Outbound, _ctx: &mut Self::Context) {
-        if let courier_engine::Outbound::Events(pending) = msg {
-            let mut events = Vec::new();
-            pending.drain(|frame| events.push(frame));
-            pending.queue().written(events.len());
-            let _ = self.taken.send(events);
+    let mut taken = Vec::new();
+    let mut closes = Vec::new();
+    while closes.is_empty() {
+        let item = tokio::time::timeout(common::WAIT, outbound.next())
+            .await
+            .expect("the stream yields")
+            .expect("the stream does not end");
+        match item {
+            courier_engine::Outbound::Events(pending) => {
+                pending.drain(|frame| taken.push(frame.conversation_id().map(|id| id.0)));
+            }
+            courier_engine::Outbound::Close(reason) => closes.push(reason),
         }
     }
+    let typed: Vec<_> = taken.into_iter().flatten().collect();
+    assert_eq!(typed, [1, 2, 3], "every event, in order, before the close");
+    assert_eq!(closes, [CloseReason::Shutdown]);
+    let after = tokio::time::timeout(QUIET, outbound.next()).await;
+    assert!(after.is_err(), "nothing after the close: {after:?}");
+    drop(session);
 }
 
 async fn a_burst_reaches_a_session_in_one_wake_up_in_order(store: TestStore) {
-    use actix::Actor as _;
     let engine = store.engine(Limits::default());
     let bob = store.user("bob").await;
-    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = Recorder { taken }.start();
-    let session = engine.connect(bob, recorder.recipient()).await.unwrap();
+    let (session, outbound) = engine.connect(bob).await.unwrap();
+    let mut wake_ups = record(outbound);
     tokio::time::sleep(QUIET).await;
     while wake_ups.try_recv().is_ok() {}
 
@@ -1298,7 +1337,6 @@ async fn next_wake_up(
 }
 
 async fn a_write_delay_gathers_several_commits_in_one_wake_up(store: TestStore) {
-    use actix::Actor as _;
     let limits = Limits {
         write_delay: Duration::from_secs(1),
         write_delay_min_audience: 1,
@@ -1306,9 +1344,8 @@ async fn a_write_delay_gathers_several_commits_in_one_wake_up(store: TestStore) 
     };
     let engine = store.engine(limits);
     let (ann, bob) = (store.user("ann").await, store.user("bob").await);
-    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = Recorder { taken }.start();
-    let session = engine.connect(bob, recorder.recipient()).await.unwrap();
+    let (session, outbound) = engine.connect(bob).await.unwrap();
+    let mut wake_ups = record(outbound);
     let conversation = group(&store, &engine, ann, &[bob]).await;
     // What the creation pushed (the conversation, presence) comes in one wake-up.
     let created = next_wake_up(&mut wake_ups).await;
@@ -1358,7 +1395,7 @@ fn only_three_or_more_wait() -> Limits {
     }
 }
 
-/// `user`'s session with a [`Recorder`] for its transport, once the connect's own events
+/// `user`'s session with [`record`] for its transport, once the connect's own events
 /// are taken: each later wake-up comes out of the receiver.
 async fn recorded_session(
     engine: &courier_engine::Engine,
@@ -1367,10 +1404,8 @@ async fn recorded_session(
     courier_engine::Session,
     tokio::sync::mpsc::UnboundedReceiver<Vec<courier_engine::protocol::EventFrame>>,
 ) {
-    use actix::Actor as _;
-    let (taken, mut wake_ups) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = Recorder { taken }.start();
-    let session = engine.connect(user, recorder.recipient()).await.unwrap();
+    let (session, outbound) = engine.connect(user).await.unwrap();
+    let mut wake_ups = record(outbound);
     tokio::time::sleep(QUIET).await;
     while wake_ups.try_recv().is_ok() {}
     (session, wake_ups)

@@ -19,7 +19,7 @@ pub(crate) use conversation::{
     PostMessage, ReloadRoster, SetTyping,
 };
 pub(crate) use session::SessionSink;
-pub use session::{CloseReason, Outbound, OutboundQueue, PendingEvents};
+pub use session::{CloseReason, Outbound, OutboundQueue, OutboundStream, PendingEvents};
 pub use user::UserDirectory;
 pub(crate) use user::{
     AttachSession, DetachSession, RelayCall, SetStatus, UserActor, tell_offline,

@@ -1,30 +1,31 @@
 //! What the engine holds of one attached session: where to push, and how full its queue is.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
-use actix::{Message, Recipient};
+use actix::Recipient;
+use futures_util::Stream;
+use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
 
 use super::write_delay::WriteDelay;
 use crate::ids::{ConversationId, SessionId, UserId};
 use crate::protocol::EventFrame;
 
-/// What the engine tells a transport's actor.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
+/// What the engine tells a session's transport, through its [`OutboundStream`].
+#[derive(Debug, Clone)]
 pub enum Outbound {
     /// Events wait for the client: take them with [`PendingEvents::drain`], and once they
     /// are written, say so with [`OutboundQueue::written`].
     ///
-    /// Sent when the session's queue goes from empty to not empty (at once, or after the
-    /// write delay), so one mailbox message carries every event pushed until the
-    /// transport takes them: under load a transport takes many events per message, and no
-    /// event costs an envelope of its own. An event that may not wait sends one more while
-    /// a delayed one is on its way, so a message may find nothing left to take.
+    /// One item stands for every event pushed until the transport takes them: under load
+    /// a transport takes many events per item. An item may find nothing left to take.
     Events(PendingEvents),
-    /// The engine gave up on this session: close the connection with this reason.
+    /// The engine gave up on this session: close the connection with this reason. Events
+    /// pushed before it come first.
     Close(CloseReason),
 }
 
@@ -55,14 +56,114 @@ impl CloseReason {
             Self::Shutdown => "shutdown",
         }
     }
+
+    const ALL: [Self; 2] = [Self::SlowConsumer, Self::Shutdown];
+
+    /// Stored in [`Signal::close`], where 0 means none.
+    fn code(self) -> u8 {
+        match self {
+            Self::SlowConsumer => 1,
+            Self::Shutdown => 2,
+        }
+    }
+}
+
+/// How the engine tells a session's transport that something waits: a flag for each kind
+/// of news, and the waker of the task that reads the [`OutboundStream`].
+///
+/// Written by hand, not an actix mailbox message per wake-up: `do_send` allocates an
+/// envelope and a queue node per message, and on the fan-out path that was a quarter of
+/// the instructions per recipient. A flag and a waker allocate nothing, and wake-ups
+/// that come before the transport runs merge into one.
+#[derive(Debug, Default)]
+struct Signal {
+    waker: AtomicWaker,
+    /// Events wait to be taken.
+    events: AtomicBool,
+    /// Why the session is to close ([`CloseReason::code`]), 0 while it is not; the first
+    /// reason stays.
+    close: AtomicU8,
+}
+
+impl Signal {
+    fn events(&self) {
+        if !self.events.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    fn close(&self, reason: CloseReason) {
+        let _ = self
+            .close
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.waker.wake();
+    }
+
+    fn close_reason(&self) -> Option<CloseReason> {
+        let code = self.close.load(Ordering::Acquire);
+        CloseReason::ALL
+            .into_iter()
+            .find(|reason| reason.code() == code)
+    }
+}
+
+/// What the engine has for one session's transport: [`Outbound::Events`] whenever events
+/// wait, and at the end at most one [`Outbound::Close`], after the events pushed before
+/// it. It never ends: after the close it stays pending.
+///
+/// An actix transport adds it to its actor's context (`ctx.add_stream(outbound)`) and
+/// handles it as a `StreamHandler<Outbound>`; any other task can poll it as a
+/// [`Stream`]. One task reads it; dropping it lets go of that task's waker.
+#[derive(Debug)]
+pub struct OutboundStream {
+    sink: Arc<SessionSink>,
+    closed: bool,
+}
+
+impl OutboundStream {
+    pub(crate) fn new(sink: Arc<SessionSink>) -> Self {
+        Self {
+            sink,
+            closed: false,
+        }
+    }
+}
+
+impl Stream for OutboundStream {
+    type Item = Outbound;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        if self.closed {
+            return Poll::Pending;
+        }
+        let signal = &self.sink.signal;
+        // Registered before the flags are read, so a wake-up in between is not lost.
+        signal.waker.register(cx.waker());
+        if signal.events.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(Some(Outbound::Events(PendingEvents(Arc::clone(
+                &self.sink,
+            )))));
+        }
+        if let Some(reason) = signal.close_reason() {
+            self.closed = true;
+            return Poll::Ready(Some(Outbound::Close(reason)));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboundStream {
+    fn drop(&mut self) {
+        drop(self.sink.signal.waker.take());
+    }
 }
 
 /// The events pushed to a session that its transport has not taken yet, and the count of
 /// those not yet written.
 ///
 /// The engine increments the count for every event it pushes; the transport decrements it
-/// with [`OutboundQueue::written`] once events are on their way to the client. That count,
-/// not the actor mailbox (which `do_send` does not bound), is what back-pressure looks at.
+/// with [`OutboundQueue::written`] once events are on their way to the client: what the
+/// transport has buffered and not sent counts too, and back-pressure looks at that count.
 #[derive(Debug)]
 pub struct OutboundQueue {
     /// Pushed and not taken, oldest first, and whether the transport was told of them.
@@ -149,7 +250,7 @@ enum Wake {
 /// Room kept for events between bursts, per buffer of a session (two buffers).
 const RETAINED_CAPACITY: usize = 32;
 
-/// The events waiting for one session, handed to its transport by [`Outbound::Events`].
+/// The events waiting for one session, handed to its transport in [`Outbound::Events`].
 #[derive(Debug, Clone)]
 pub struct PendingEvents(Arc<SessionSink>);
 
@@ -198,7 +299,8 @@ impl PendingEvents {
 pub(crate) struct SessionSink {
     pub(crate) id: SessionId,
     pub(crate) user: UserId,
-    recipient: Recipient<Outbound>,
+    /// How its transport hears of events and of a close.
+    signal: Signal,
     /// Where the wake-up waits when the engine delays writes; `None` wakes at once.
     write_delay: Option<Arc<WriteDelay>>,
     /// Inline, not behind its own `Arc`: one pointer less to chase per delivery.
@@ -219,14 +321,13 @@ impl SessionSink {
     pub(crate) fn new(
         id: SessionId,
         user: UserId,
-        recipient: Recipient<Outbound>,
         capacity: usize,
         write_delay: Option<Arc<WriteDelay>>,
     ) -> Self {
         Self {
             id,
             user,
-            recipient,
+            signal: Signal::default(),
             write_delay,
             queue: OutboundQueue::new(capacity),
             left_rooms: RwLock::new(HashSet::new()),
@@ -258,8 +359,7 @@ impl SessionSink {
             queue.written(1);
             if !queue.overflowed.swap(true, Ordering::AcqRel) {
                 tracing::warn!(session = %self.id, user = %self.user, "closing slow consumer");
-                self.recipient
-                    .do_send(Outbound::Close(CloseReason::SlowConsumer));
+                self.signal.close(CloseReason::SlowConsumer);
                 if let Some(owner) = self.owner.get() {
                     owner.do_send(super::user::DetachSession { id: self.id });
                 }
@@ -286,12 +386,11 @@ impl SessionSink {
     }
 
     /// Tells the transport that events wait.
-    pub(crate) fn wake(self: &Arc<Self>) {
-        self.recipient
-            .do_send(Outbound::Events(PendingEvents(Arc::clone(self))));
+    pub(crate) fn wake(&self) {
+        self.signal.events();
     }
 
-    pub(crate) fn close(self: &Arc<Self>, reason: CloseReason) {
+    pub(crate) fn close(&self, reason: CloseReason) {
         // Events waiting for the write delay go out before the close. Checked under the
         // queue's lock, so an event pushed just before cannot be scheduled after it.
         let waiting = {
@@ -305,7 +404,7 @@ impl SessionSink {
         if waiting {
             self.wake();
         }
-        self.recipient.do_send(Outbound::Close(reason));
+        self.signal.close(reason);
     }
 
     pub(crate) fn set_room_left(&self, conversation: ConversationId, left: bool) {

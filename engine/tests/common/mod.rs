@@ -106,9 +106,7 @@ impl Actor for Probe {
     type Context = Context<Self>;
 }
 
-impl Handler<Outbound> for Probe {
-    type Result = ();
-
+impl StreamHandler<Outbound> for Probe {
     fn handle(&mut self, msg: Outbound, _ctx: &mut Self::Context) {
         match msg {
             Outbound::Events(pending) => {
@@ -135,11 +133,11 @@ pub const WAIT: Duration = Duration::from_secs(5);
 impl TestClient {
     pub async fn connect(engine: &Engine, user: UserId) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
-        let probe = Probe { events: tx }.start();
-        let session = engine
-            .connect(user, probe.recipient())
-            .await
-            .expect("connect");
+        let (session, outbound) = engine.connect(user).await.expect("connect");
+        Probe::create(|ctx| {
+            ctx.add_stream(outbound);
+            Probe { events: tx }
+        });
         Self {
             session,
             user,

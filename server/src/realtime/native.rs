@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
-use courier_engine::{Engine, Outbound, Session, UserId};
+use courier_engine::{Engine, Outbound, OutboundStream, Session, UserId};
 
 use std::sync::Arc;
 
@@ -64,26 +64,25 @@ pub async fn connect(
     let (socket, response) = super::start_socket(socket, &req, stream, settings.max_frame_bytes)?;
     // Attached before the 101 goes out: an event published once the client sees the
     // socket open is never missed.
-    let session = engine
-        .connect(caller.0, socket.clone().recipient())
-        .await
-        .map_err(ApiError::from)?;
-    socket.do_send(Attached { session });
+    let (session, outbound) = engine.connect(caller.0).await.map_err(ApiError::from)?;
+    socket.do_send(Attached { session, outbound });
     Ok(response)
 }
 
-/// Hands the socket its engine session.
+/// Hands the socket its engine session and what the engine has for it.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Attached {
     session: Session,
+    outbound: OutboundStream,
 }
 
 impl Handler<Attached> for NativeSocket {
     type Result = ();
 
-    fn handle(&mut self, msg: Attached, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Attached, ctx: &mut Self::Context) {
         self.session = Some(Rc::new(msg.session));
+        ctx.add_stream(msg.outbound);
     }
 }
 
@@ -173,9 +172,7 @@ impl Actor for NativeSocket {
     }
 }
 
-impl Handler<Outbound> for NativeSocket {
-    type Result = ();
-
+impl StreamHandler<Outbound> for NativeSocket {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
             Outbound::Events(pending) => {

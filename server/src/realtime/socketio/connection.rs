@@ -81,7 +81,7 @@ impl Connection {
 }
 
 /// A transport carrying a [`Connection`].
-pub(super) trait SocketIoActor: Actor + Handler<Outbound> {
+pub(super) trait SocketIoActor: Actor + StreamHandler<Outbound> {
     /// The connection state.
     fn connection(&mut self) -> &mut Connection;
     /// Sends one Engine.IO packet to the client.
@@ -118,7 +118,7 @@ fn refuse<A: SocketIoActor>(
 pub(super) fn on_engine_packet<A>(actor: &mut A, ctx: &mut A::Context, text: &str)
 where
     A: SocketIoActor,
-    A::Context: AsyncContext<A> + ToEnvelope<A, Outbound>,
+    A::Context: AsyncContext<A>,
 {
     match EnginePacket::parse(text) {
         Some(EnginePacket::Message(payload)) => on_message(actor, ctx, &payload),
@@ -139,7 +139,7 @@ where
 fn on_message<A>(actor: &mut A, ctx: &mut A::Context, payload: &str)
 where
     A: SocketIoActor,
-    A::Context: AsyncContext<A> + ToEnvelope<A, Outbound>,
+    A::Context: AsyncContext<A>,
 {
     let packet = match SocketPacket::parse(payload) {
         Ok(packet) => packet,
@@ -171,7 +171,7 @@ where
 fn on_connect<A>(actor: &mut A, ctx: &mut A::Context, auth: Option<Value>)
 where
     A: SocketIoActor,
-    A::Context: AsyncContext<A> + ToEnvelope<A, Outbound>,
+    A::Context: AsyncContext<A>,
 {
     if actor.connection().session.is_some() {
         return;
@@ -197,15 +197,15 @@ where
     };
     actor.connection().token_expires_at = expires_at;
     let engine = actor.connection().engine.clone();
-    let recipient = ctx.address().recipient();
     // Nothing else is read until the session is attached: events published once the
     // client hears "connected" are never missed.
     ctx.wait(
-        async move { engine.connect(user, recipient).await }
+        async move { engine.connect(user).await }
             .into_actor(actor)
             .map(
                 |attached, actor: &mut A, ctx: &mut A::Context| match attached {
-                    Ok(session) => {
+                    Ok((session, outbound)) => {
+                        ctx.add_stream(outbound);
                         let connection = actor.connection();
                         connection.session = Some(Rc::new(session));
                         let connected = packet::connect_ok(&connection.sid);

@@ -193,9 +193,7 @@ impl Handler<Beat> for PollingIo {
     }
 }
 
-impl Handler<Outbound> for PollingIo {
-    type Result = ();
-
+impl StreamHandler<Outbound> for PollingIo {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         connection::on_outbound(self, ctx, msg);
     }

@@ -103,9 +103,7 @@ impl Handler<Beat> for WebSocketIo {
     }
 }
 
-impl Handler<Outbound> for WebSocketIo {
-    type Result = ();
-
+impl StreamHandler<Outbound> for WebSocketIo {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         connection::on_outbound(self, ctx, msg);
     }

@@ -1,7 +1,7 @@
 //! Node-to-node fan-out and presence. An event is published once with its audience;
 //! every node's bus hands it to the sessions attached there.
 //!
-//! [`LocalBus`] is the single-node implementation. [`RedisBus`] (feature `redis`) carries
+//! [`LocalBus`] is the single-node implementation. `RedisBus` (feature `redis`) carries
 //! the same [`Audience`] and frame between nodes over Redis pub/sub and keeps presence in
 //! Redis; on each node it calls [`LocalDelivery`] for what reaches that node.
 

@@ -13,10 +13,10 @@
 //!
 //! Every node publishes through one connection, in the order it publishes, and
 //! delivers to its own sessions directly; what comes back from Redis with its own origin
-//! is skipped. Pushes of `message:received` go through [`order`], which restores seq
+//! is skipped. Pushes of `message:received` go through `order`, which restores seq
 //! order when two nodes commit to one conversation and fills gaps from the store.
 //!
-//! Presence lives in Redis ([`presence`]): each node heartbeats a key with a TTL and
+//! Presence lives in Redis (`presence`): each node heartbeats a key with a TTL and
 //! records which users it has sessions of; when a node's key expires, the first node to
 //! notice takes its users off and announces those who are offline everywhere.
 //!

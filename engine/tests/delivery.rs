@@ -1208,6 +1208,22 @@ async fn concurrent_edits_end_on_what_is_stored(store: TestStore) {
     assert_eq!(bodies, answered, "every edit is heard once");
 }
 
+/// Publishes to `user` that they type in each of `conversations`, with no await in between.
+fn publish_typing(
+    engine: &courier_engine::Engine,
+    user: UserId,
+    conversations: std::ops::RangeInclusive<i64>,
+) {
+    let audience = courier_engine::bus::Audience::Users(vec![user].into());
+    for n in conversations {
+        let event = ServerEvent::TypingStarted(courier_engine::protocol::TypingChanged {
+            conversation_id: ConversationId(n),
+            user_id: user,
+        });
+        engine.publish(audience.clone(), &event);
+    }
+}
+
 /// A transport that records the events of each wake-up and reports them written.
 fn record(
     mut outbound: courier_engine::OutboundStream,
@@ -1238,14 +1254,7 @@ async fn what_comes_before_the_transport_reads_waits_for_it_and_the_close_comes_
     let (session, mut outbound) = engine.connect(bob).await.unwrap();
     tokio::time::sleep(QUIET).await;
     // Nothing has polled the stream yet, as when a transport takes its session late.
-    let audience = courier_engine::bus::Audience::Users(vec![bob].into());
-    for n in 1..=3 {
-        let event = ServerEvent::TypingStarted(courier_engine::protocol::TypingChanged {
-            conversation_id: ConversationId(n),
-            user_id: bob,
-        });
-        engine.publish(audience.clone(), &event);
-    }
+    publish_typing(&engine, bob, 1..=3);
     engine.close_all_sessions();
 
     let mut taken = Vec::new();
@@ -1280,14 +1289,7 @@ async fn a_burst_reaches_a_session_in_one_wake_up_in_order(store: TestStore) {
 
     // Published with no await in between, so the session's actor cannot run meanwhile
     // (the test runs on one thread): all five wait in its queue for one wake-up.
-    let audience = courier_engine::bus::Audience::Users(vec![bob].into());
-    for n in 1..=5 {
-        let event = ServerEvent::TypingStarted(courier_engine::protocol::TypingChanged {
-            conversation_id: ConversationId(n),
-            user_id: bob,
-        });
-        engine.publish(audience.clone(), &event);
-    }
+    publish_typing(&engine, bob, 1..=5);
     assert_eq!(session.queue().pending(), 5);
     let burst = tokio::time::timeout(common::WAIT, wake_ups.recv())
         .await
@@ -1308,7 +1310,7 @@ async fn a_burst_reaches_a_session_in_one_wake_up_in_order(store: TestStore) {
 
     // The next event after a take wakes the actor again.
     engine.publish(
-        audience,
+        courier_engine::bus::Audience::Users(vec![bob].into()),
         &ServerEvent::TypingStopped(courier_engine::protocol::TypingChanged {
             conversation_id: ConversationId(6),
             user_id: bob,

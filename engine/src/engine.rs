@@ -864,5 +864,6 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.actor.do_send(DetachSession { id: self.sink.id });
+        self.sink.end_stream();
     }
 }

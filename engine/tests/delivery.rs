@@ -1224,21 +1224,20 @@ fn publish_typing(
     }
 }
 
-/// A transport that records the events of each wake-up and reports them written.
+/// A transport that records the events of each wake-up and reports them written. A close
+/// ends the recording, so a test waiting for a wake-up sees it as "recorder gone".
 fn record(
     mut outbound: courier_engine::OutboundStream,
 ) -> tokio::sync::mpsc::UnboundedReceiver<Vec<courier_engine::protocol::EventFrame>> {
     use futures_util::StreamExt as _;
     let (taken, wake_ups) = tokio::sync::mpsc::unbounded_channel();
     actix_rt::spawn(async move {
-        while let Some(item) = outbound.next().await {
-            if let courier_engine::Outbound::Events(pending) = item {
-                let mut events = Vec::new();
-                pending.drain(|frame| events.push(frame));
-                pending.queue().written(events.len());
-                if taken.send(events).is_err() {
-                    break;
-                }
+        while let Some(courier_engine::Outbound::Events(pending)) = outbound.next().await {
+            let mut events = Vec::new();
+            pending.drain(|frame| events.push(frame));
+            pending.queue().written(events.len());
+            if taken.send(events).is_err() {
+                break;
             }
         }
     });

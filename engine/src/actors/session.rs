@@ -83,6 +83,8 @@ struct Signal {
     /// Why the session is to close ([`CloseReason::code`]), 0 while it is not; the first
     /// reason stays.
     close: AtomicU8,
+    /// The engine's [`Session`](crate::Session) handle was dropped: the stream ends.
+    ended: AtomicBool,
 }
 
 impl Signal {
@@ -99,6 +101,11 @@ impl Signal {
         self.waker.wake();
     }
 
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
     fn close_reason(&self) -> Option<CloseReason> {
         let code = self.close.load(Ordering::Acquire);
         CloseReason::ALL
@@ -108,8 +115,10 @@ impl Signal {
 }
 
 /// What the engine has for one session's transport: [`Outbound::Events`] whenever events
-/// wait, and at the end at most one [`Outbound::Close`], after the events pushed before
-/// it. It never ends: after the close it stays pending.
+/// wait, then at most one [`Outbound::Close`], after the events pushed before it. Nothing
+/// comes after the close. The stream ends when the session's
+/// [`Session`](crate::Session) handle is dropped, so an actor that reads it stops then
+/// (actix's default `StreamHandler::finished`).
 ///
 /// An actix transport adds it to its actor's context (`ctx.add_stream(outbound)`) and
 /// handles it as a `StreamHandler<Outbound>`; any other task can poll it as a
@@ -117,14 +126,16 @@ impl Signal {
 #[derive(Debug)]
 pub struct OutboundStream {
     sink: Arc<SessionSink>,
-    closed: bool,
+    close_told: bool,
+    ended: bool,
 }
 
 impl OutboundStream {
     pub(crate) fn new(sink: Arc<SessionSink>) -> Self {
         Self {
             sink,
-            closed: false,
+            close_told: false,
+            ended: false,
         }
     }
 }
@@ -133,20 +144,29 @@ impl Stream for OutboundStream {
     type Item = Outbound;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
-        if self.closed {
-            return Poll::Pending;
+        if self.ended {
+            return Poll::Ready(None);
         }
         let signal = &self.sink.signal;
         // Registered before the flags are read, so a wake-up in between is not lost.
         signal.waker.register(cx.waker());
-        if signal.events.swap(false, Ordering::AcqRel) {
+        // Read before the events flag: a close and an end are set after the flag of the
+        // events pushed before them, so seeing either here means the swap below sees that
+        // flag. Read after it, a close set in between would overtake those events.
+        let close = signal.close_reason();
+        let ended = signal.ended.load(Ordering::Acquire);
+        if !self.close_told && signal.events.swap(false, Ordering::AcqRel) {
             return Poll::Ready(Some(Outbound::Events(PendingEvents(Arc::clone(
                 &self.sink,
             )))));
         }
-        if let Some(reason) = signal.close_reason() {
-            self.closed = true;
+        if let Some(reason) = close.filter(|_| !self.close_told) {
+            self.close_told = true;
             return Poll::Ready(Some(Outbound::Close(reason)));
+        }
+        if ended {
+            self.ended = true;
+            return Poll::Ready(None);
         }
         Poll::Pending
     }
@@ -390,6 +410,11 @@ impl SessionSink {
         self.signal.events();
     }
 
+    /// Ends the session's [`OutboundStream`]: its handle is gone.
+    pub(crate) fn end_stream(&self) {
+        self.signal.end();
+    }
+
     pub(crate) fn close(&self, reason: CloseReason) {
         // Events waiting for the write delay go out before the close. Checked under the
         // queue's lock, so an event pushed just before cannot be scheduled after it.
@@ -416,5 +441,117 @@ impl SessionSink {
         }
         self.has_left_rooms
             .store(!rooms.is_empty(), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt as _;
+
+    use super::*;
+    use crate::protocol::{ServerEvent, TypingChanged};
+
+    fn typing() -> EventFrame {
+        ServerEvent::TypingStarted(TypingChanged {
+            conversation_id: ConversationId(1),
+            user_id: UserId(1),
+        })
+        .encode()
+    }
+
+    /// Polls the stream without pause until the close, as a busy transport would, and
+    /// returns how many events it took before it.
+    fn spin_until_close(outbound: &mut OutboundStream) -> usize {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = 0;
+        loop {
+            match outbound.poll_next_unpin(&mut cx) {
+                Poll::Ready(Some(Outbound::Events(pending))) => taken += pending.drain(drop),
+                Poll::Ready(Some(Outbound::Close(_))) => return taken,
+                Poll::Ready(None) => panic!("the stream ended before the close"),
+                Poll::Pending => spin(),
+            }
+        }
+    }
+
+    /// Waits a moment without sleeping, and lets the other thread run now and then, in
+    /// case both share one core.
+    fn spin() {
+        thread_local!(static SPINS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+        let spins = SPINS.with(|spins| {
+            spins.set(spins.get().wrapping_add(1));
+            spins.get()
+        });
+        if spins.is_multiple_of(64) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// An event pushed and a close set on another thread while the transport polls: the
+    /// close never comes before the event. Both threads spin, so they start each round
+    /// together; the bad order needs the whole push and close to land between two reads
+    /// of the poll, so it is rare, and there are many rounds.
+    #[test]
+    fn a_close_never_overtakes_the_events_pushed_before_it() {
+        const ROUNDS: usize = 300_000;
+        let frame = typing();
+        let next = Arc::new(Mutex::new(None::<Arc<SessionSink>>));
+        let started = Arc::new(AtomicUsize::new(0));
+        let engine = {
+            let (next, started) = (Arc::clone(&next), Arc::clone(&started));
+            std::thread::spawn(move || {
+                for round in 1..=ROUNDS {
+                    while started.load(Ordering::Acquire) != round {
+                        spin();
+                    }
+                    let Some(sink) = next.lock().take() else {
+                        panic!("round {round} has no session");
+                    };
+                    sink.push(&frame, 1);
+                    sink.close(CloseReason::Shutdown);
+                }
+            })
+        };
+        for round in 1..=ROUNDS {
+            let sink = Arc::new(SessionSink::new(SessionId(1), UserId(1), 1024, None));
+            let mut outbound = OutboundStream::new(Arc::clone(&sink));
+            *next.lock() = Some(sink);
+            started.store(round, Ordering::Release);
+            let taken = spin_until_close(&mut outbound);
+            assert_eq!(taken, 1, "round {round}: the close came before the event");
+        }
+        engine.join().unwrap();
+    }
+
+    #[test]
+    fn the_stream_ends_when_the_session_is_gone_and_says_nothing_after_a_close() {
+        let sink = Arc::new(SessionSink::new(SessionId(1), UserId(1), 1024, None));
+        let mut outbound = OutboundStream::new(Arc::clone(&sink));
+        sink.push(&typing(), 1);
+        sink.close(CloseReason::SlowConsumer);
+        sink.push(&typing(), 1);
+        sink.end_stream();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match outbound.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(Outbound::Events(pending))) => assert_eq!(pending.drain(drop), 2),
+            other => panic!("expected the events first, got {other:?}"),
+        }
+        assert!(matches!(
+            outbound.poll_next_unpin(&mut cx),
+            Poll::Ready(Some(Outbound::Close(CloseReason::SlowConsumer)))
+        ));
+        sink.push(&typing(), 1);
+        assert!(
+            matches!(outbound.poll_next_unpin(&mut cx), Poll::Ready(None)),
+            "the end, and no events after the close"
+        );
+        assert!(
+            matches!(outbound.poll_next_unpin(&mut cx), Poll::Ready(None)),
+            "it stays ended"
+        );
     }
 }

@@ -59,58 +59,64 @@ impl CloseReason {
 
     const ALL: [Self; 2] = [Self::SlowConsumer, Self::Shutdown];
 
-    /// Stored in [`Signal::close`], where 0 means none.
-    fn code(self) -> u8 {
+    /// Its bit in [`Signal::state`].
+    fn bits(self) -> u8 {
         match self {
-            Self::SlowConsumer => 1,
-            Self::Shutdown => 2,
+            Self::SlowConsumer => Signal::SLOW_CONSUMER,
+            Self::Shutdown => Signal::SHUTDOWN,
         }
     }
 }
 
-/// How the engine tells a session's transport that something waits: a flag for each kind
-/// of news, and the waker of the task that reads the [`OutboundStream`].
+/// How the engine tells a session's transport that something waits: the news in one
+/// atomic byte, and the waker of the task that reads the [`OutboundStream`].
 ///
 /// Written by hand, not an actix mailbox message per wake-up: `do_send` allocates an
 /// envelope and a queue node per message, and on the fan-out path that was a quarter of
 /// the instructions per recipient. A flag and a waker allocate nothing, and wake-ups
-/// that come before the transport runs merge into one.
+/// that come before the transport runs merge into one. The news shares one byte so the
+/// reader takes all of it in one step: a close can never be seen without the events
+/// flagged before it.
 #[derive(Debug, Default)]
 struct Signal {
     waker: AtomicWaker,
-    /// Events wait to be taken.
-    events: AtomicBool,
-    /// Why the session is to close ([`CloseReason::code`]), 0 while it is not; the first
-    /// reason stays.
-    close: AtomicU8,
-    /// The engine's [`Session`](crate::Session) handle was dropped: the stream ends.
-    ended: AtomicBool,
+    /// [`Self::EVENTS`], at most one close reason, [`Self::ENDED`].
+    state: AtomicU8,
 }
 
 impl Signal {
+    /// Events wait to be taken.
+    const EVENTS: u8 = 1;
+    const SLOW_CONSUMER: u8 = 1 << 1;
+    const SHUTDOWN: u8 = 1 << 2;
+    const CLOSE: u8 = Self::SLOW_CONSUMER | Self::SHUTDOWN;
+    /// The engine's [`Session`](crate::Session) handle was dropped: the stream ends.
+    const ENDED: u8 = 1 << 3;
+
     fn events(&self) {
-        if !self.events.swap(true, Ordering::AcqRel) {
+        if self.state.fetch_or(Self::EVENTS, Ordering::AcqRel) & Self::EVENTS == 0 {
             self.waker.wake();
         }
     }
 
+    /// The first reason stays.
     fn close(&self, reason: CloseReason) {
         let _ = self
-            .close
-            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire);
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state & Self::CLOSE == 0).then_some(state | reason.bits())
+            });
         self.waker.wake();
     }
 
     fn end(&self) {
-        self.ended.store(true, Ordering::Release);
+        self.state.fetch_or(Self::ENDED, Ordering::AcqRel);
         self.waker.wake();
     }
 
-    fn close_reason(&self) -> Option<CloseReason> {
-        let code = self.close.load(Ordering::Acquire);
-        CloseReason::ALL
-            .into_iter()
-            .find(|reason| reason.code() == code)
+    /// Everything there is to hear, with the events flag cleared.
+    fn take(&self) -> u8 {
+        self.state.fetch_and(!Self::EVENTS, Ordering::AcqRel)
     }
 }
 
@@ -148,23 +154,22 @@ impl Stream for OutboundStream {
             return Poll::Ready(None);
         }
         let signal = &self.sink.signal;
-        // Registered before the flags are read, so a wake-up in between is not lost.
+        // Registered before the news is read, so a wake-up in between is not lost.
         signal.waker.register(cx.waker());
-        // Read before the events flag: a close and an end are set after the flag of the
-        // events pushed before them, so seeing either here means the swap below sees that
-        // flag. Read after it, a close set in between would overtake those events.
-        let close = signal.close_reason();
-        let ended = signal.ended.load(Ordering::Acquire);
-        if !self.close_told && signal.events.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(Some(Outbound::Events(PendingEvents(Arc::clone(
-                &self.sink,
-            )))));
-        }
-        if let Some(reason) = close.filter(|_| !self.close_told) {
+        let state = signal.take();
+        if self.close_told {
+            // Nothing after the close but the end.
+        } else if state & Signal::EVENTS != 0 {
+            let pending = PendingEvents(Arc::clone(&self.sink));
+            return Poll::Ready(Some(Outbound::Events(pending)));
+        } else if let Some(reason) = CloseReason::ALL
+            .into_iter()
+            .find(|reason| state & reason.bits() != 0)
+        {
             self.close_told = true;
             return Poll::Ready(Some(Outbound::Close(reason)));
         }
-        if ended {
+        if state & Signal::ENDED != 0 {
             self.ended = true;
             return Poll::Ready(None);
         }

@@ -353,9 +353,23 @@ async fn send_and_read(
         let mut pushed = Vec::with_capacity(expect_pushes);
         while pushed.len() < expect_pushes || acks.get() < count {
             let next = futures_util::StreamExt::next(&mut stream);
-            let frame = tokio::time::timeout(Duration::from_secs(20), next)
-                .await
-                .expect("pushes keep flowing to a reading member");
+            let Ok(frame) = tokio::time::timeout(Duration::from_secs(20), next).await else {
+                // Says whether the stall ended, to tell one that something else unblocks
+                // (the socket's 25 s heartbeat, a slow disk) from one that lasts.
+                let later = futures_util::StreamExt::next(&mut stream);
+                let resumed = tokio::time::timeout(Duration::from_secs(30), later).await;
+                panic!(
+                    "pushes keep flowing to a reading member: {name} heard nothing for 20 s \
+                     after {} pushes and {} acks; 30 s later: {}",
+                    pushed.len(),
+                    acks.get(),
+                    if resumed.is_ok() {
+                        "frames again"
+                    } else {
+                        "still nothing"
+                    }
+                );
+            };
             let text = match frame {
                 Some(Ok(awc::ws::Frame::Text(bytes))) => bytes,
                 Some(Ok(awc::ws::Frame::Close(reason))) => panic!("{name} was closed: {reason:?}"),

@@ -154,9 +154,19 @@ impl Stream for OutboundStream {
             return Poll::Ready(None);
         }
         let signal = &self.sink.signal;
-        // Registered before the news is read, so a wake-up in between is not lost.
-        signal.waker.register(cx.waker());
-        let state = signal.take();
+        // What this stream still has to say; a close already told stays set in `state`.
+        let news = if self.close_told {
+            Signal::ENDED
+        } else {
+            Signal::EVENTS | Signal::CLOSE | Signal::ENDED
+        };
+        let mut state = signal.take();
+        if state & news == 0 {
+            // Registered before the news is read again, so a wake-up in between is not
+            // lost; a poll that finds news at once skips registering (half of all polls).
+            signal.waker.register(cx.waker());
+            state = signal.take();
+        }
         if self.close_told {
             // Nothing after the close but the end.
         } else if state & Signal::EVENTS != 0 {
@@ -451,6 +461,8 @@ impl SessionSink {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use futures_util::StreamExt as _;
 
     use super::*;
@@ -528,6 +540,53 @@ mod tests {
             let taken = spin_until_close(&mut outbound);
             assert_eq!(taken, 1, "round {round}: the close came before the event");
         }
+        engine.join().unwrap();
+    }
+
+    /// A transport that waits for its wake-ups, as every real one does, while another
+    /// thread pushes each event just as the reader finishes the one before: it hears of
+    /// every event. A wake-up lost between the reader's look and its waiting would leave
+    /// it asleep with an event queued, and the read would time out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiting_reader_is_woken_for_every_event() {
+        const EVENTS: usize = 100_000;
+        let frame = typing();
+        let sink = Arc::new(SessionSink::new(SessionId(1), UserId(1), 1024, None));
+        let mut outbound = OutboundStream::new(Arc::clone(&sink));
+        let engine = std::thread::spawn(move || {
+            for pushed in 0..EVENTS {
+                // The reader has written the last event and is about to look again.
+                while sink.queue.pending() != 0 {
+                    spin();
+                }
+                // Then a varying moment, to land anywhere in that look.
+                for _ in 0..pushed % 97 {
+                    std::hint::spin_loop();
+                }
+                sink.push(&frame, 1);
+            }
+            sink.close(CloseReason::Shutdown);
+        });
+        let mut taken = 0;
+        let read = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(outbound) = outbound.next().await {
+                match outbound {
+                    Outbound::Events(pending) => {
+                        let events = pending.drain(drop);
+                        pending.queue().written(events);
+                        taken += events;
+                    }
+                    Outbound::Close(reason) => return reason,
+                }
+            }
+            panic!("the stream ended before the close");
+        })
+        .await;
+        assert!(
+            matches!(read, Ok(CloseReason::Shutdown)),
+            "the reader stalled after {taken} of {EVENTS} events"
+        );
+        assert_eq!(taken, EVENTS, "every event comes before the close");
         engine.join().unwrap();
     }
 

@@ -58,6 +58,7 @@ on_both_stores!(
     leaving_a_room_stops_its_events_for_that_session,
     calls_are_relayed_between_contacts_only,
     conversations_and_membership,
+    the_conversations_of_many_users_are_read_in_one_call,
     membership_changes_apply_in_the_order_they_come,
     concurrent_edits_end_on_what_is_stored,
     one_serialisation_is_shared_by_all_recipients,
@@ -1104,6 +1105,50 @@ async fn conversations_and_membership(store: TestStore) {
         "most recent activity first"
     );
     assert_eq!(listed.len(), 2);
+}
+
+/// What a node reads when it resyncs every user it has: each user's conversations with
+/// their last seqs, also across the store's chunks of users per query.
+async fn the_conversations_of_many_users_are_read_in_one_call(store: TestStore) {
+    let engine = store.engine(quick_limits());
+    let ann = store.user("ann").await;
+    let bob = store.user("bob").await;
+    let cat = store.user("cat").await;
+    let loner = store.user("loner").await;
+    let team = group(&store, &engine, ann, &[bob]).await;
+    let (direct, _) = engine
+        .create_conversation(bob, CreateConversation::Direct { peer: cat })
+        .await
+        .unwrap();
+    let direct = direct.id;
+    engine
+        .send_message(ann, send(team, "k1", "one"))
+        .await
+        .unwrap();
+    engine
+        .send_message(bob, send(team, "k2", "two"))
+        .await
+        .unwrap();
+    engine
+        .send_message(cat, send(direct, "k3", "three"))
+        .await
+        .unwrap();
+
+    // `cat` comes after 1,500 users who do not exist, so in another query than `ann`'s.
+    let mut users = vec![ann, bob, loner];
+    users.extend((0..1_500).map(|n| UserId(1_000_000 + n)));
+    users.push(cat);
+    let mut read = store.store.memberships_of(&users).await.unwrap();
+    read.sort();
+    let mut expected = vec![
+        (ann, team, Seq(2)),
+        (bob, team, Seq(2)),
+        (bob, direct, Seq(1)),
+        (cat, direct, Seq(1)),
+    ];
+    expected.sort();
+    assert_eq!(read, expected);
+    assert_eq!(store.store.memberships_of(&[]).await.unwrap(), vec![]);
 }
 
 async fn membership_changes_apply_in_the_order_they_come(store: TestStore) {

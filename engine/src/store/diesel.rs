@@ -127,6 +127,9 @@ impl std::fmt::Debug for DieselStore {
     }
 }
 
+/// Users whose memberships one query reads.
+const USERS_PER_QUERY: usize = 1_000;
+
 /// Checks a connection out of a pool, failing fast as [`StoreError::Unavailable`].
 macro_rules! checkout {
     ($pool:expr) => {
@@ -906,19 +909,29 @@ impl ConversationStore for DieselStore {
         })
     }
 
-    async fn memberships_of(&self, user: UserId) -> Result<Vec<(ConversationId, Seq)>, StoreError> {
-        with_conn!(self, reader, |conn| {
-            let rows: Vec<(i64, i64)> = conversations::table
-                .inner_join(members::table)
-                .filter(members::user_id.eq(user.0))
-                .select((conversations::id, conversations::last_seq))
-                .load(conn)
-                .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(id, seq)| (ConversationId(id), Seq(seq)))
-                .collect())
-        })
+    async fn memberships_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, ConversationId, Seq)>, StoreError> {
+        let mut found = Vec::new();
+        // A query per chunk: SQLite bounds the parameters of a statement, and a PostgreSQL
+        // query has to answer within the query timeout.
+        for chunk in users.chunks(USERS_PER_QUERY) {
+            let ids: Vec<i64> = chunk.iter().map(|user| user.0).collect();
+            let rows: Vec<(i64, i64, i64)> = with_conn!(self, reader, |conn| {
+                Ok(conversations::table
+                    .inner_join(members::table)
+                    .filter(members::user_id.eq_any(&ids))
+                    .select((members::user_id, conversations::id, conversations::last_seq))
+                    .load(conn)
+                    .await?)
+            })?;
+            found.extend(
+                rows.into_iter()
+                    .map(|(user, id, seq)| (UserId(user), ConversationId(id), Seq(seq))),
+            );
+        }
+        Ok(found)
     }
 
     async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationSummary>, StoreError> {

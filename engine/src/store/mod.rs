@@ -98,9 +98,13 @@ pub trait ConversationStore: Send + Sync {
     async fn remove_member(&self, id: ConversationId, user: UserId) -> Result<bool, StoreError>;
     /// The user's conversations, most recently active first, with last message and unread count.
     async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationSummary>, StoreError>;
-    /// The ids and last seqs of the user's conversations: what a node subscribes to when
-    /// the user's first session arrives there.
-    async fn memberships_of(&self, user: UserId) -> Result<Vec<(ConversationId, Seq)>, StoreError>;
+    /// The conversations of each of `users`, as (user, conversation id, last seq), in no
+    /// particular order: what a node subscribes to when a user's first session arrives
+    /// there, or for every user there when it resyncs.
+    async fn memberships_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, ConversationId, Seq)>, StoreError>;
     /// Moves a watermark forward to `seq` (never back; read also moves delivered).
     /// Returns whether it moved.
     async fn advance_watermark(

@@ -107,8 +107,11 @@ impl ConversationStore for Interposed {
     async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationSummary>, StoreError> {
         self.store.conversations_of(user).await
     }
-    async fn memberships_of(&self, user: UserId) -> Result<Vec<(ConversationId, Seq)>, StoreError> {
-        let read = self.store.memberships_of(user).await;
+    async fn memberships_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, ConversationId, Seq)>, StoreError> {
+        let read = self.store.memberships_of(users).await;
         self.hooks.memberships_read().await;
         read
     }

@@ -362,15 +362,21 @@ impl Inner {
 
     async fn resync_pass(self: &Arc<Self>) {
         let users: Vec<UserId> = self.here.lock().keys().copied().collect();
-        let mut newly = Vec::new();
-        for user in users {
-            match self.store.memberships_of(user).await {
-                Ok(memberships) => newly.extend(self.follow(user, &memberships)),
-                Err(error) => {
-                    tracing::warn!(%error, %user, "could not read the user's conversations")
+        let mut by_user: HashMap<UserId, Vec<(ConversationId, Seq)>> = HashMap::new();
+        match self.store.memberships_of(&users).await {
+            Ok(memberships) => {
+                for (user, conversation, seq) in memberships {
+                    by_user.entry(user).or_default().push((conversation, seq));
                 }
             }
+            Err(error) => {
+                tracing::warn!(%error, users = users.len(), "could not read the users' conversations")
+            }
         }
+        let newly = by_user
+            .iter()
+            .flat_map(|(&user, memberships)| self.follow(user, memberships))
+            .collect();
         self.follow_from_now(newly).await;
         // Only now: a reloaded member list pushes to new members at once, and pushes to a
         // conversation tracked from a seq already handed out would come twice.
@@ -771,14 +777,17 @@ impl Bus for RedisBus {
         // until the user came back.
         let stale = inner.here.lock().insert(user, Vec::new());
         inner.subscribe(vec![inner.keys.user_channel(user)]).await;
-        let memberships = inner
-            .store
-            .memberships_of(user)
-            .await
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, %user, "could not read the user's conversations");
-                Vec::new()
-            });
+        let memberships: Vec<(ConversationId, Seq)> =
+            match inner.store.memberships_of(&[user]).await {
+                Ok(memberships) => memberships
+                    .into_iter()
+                    .map(|(_, conversation, seq)| (conversation, seq))
+                    .collect(),
+                Err(error) => {
+                    tracing::warn!(%error, %user, "could not read the user's conversations");
+                    Vec::new()
+                }
+            };
         let newly = inner.follow(user, &memberships);
         // Untracked only now, so a conversation the user is still in stays tracked.
         for conversation in stale.into_iter().flatten() {

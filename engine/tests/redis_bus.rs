@@ -322,6 +322,72 @@ async fn an_event_for_many_users_waits_for_the_write_delay_on_every_node(store: 
     assert_eq!(heard, [large.id, small.id]);
 }
 
+/// A node's only user in a conversation leaves as another member arrives there, over and
+/// over: the node hears each send made meanwhile on another node, so its subscription to
+/// the conversation outlives every handover; and it lets the subscription go once none
+/// of its users is in the conversation.
+async fn a_conversation_stays_heard_while_its_users_here_hand_over(store: TestStore) {
+    let Some(redis) = private_redis() else {
+        return;
+    };
+    const ROUNDS: usize = 30;
+    let owner = store.user("owner").await;
+    let ann = store.user("ann").await;
+    let bob = store.user("bob").await;
+    let (sending, _) = node(&store, &redis.url(), store.store.clone()).await;
+    // No grace period: a user whose last session goes leaves the node at once.
+    let limits = Limits {
+        presence_grace: Duration::ZERO,
+        ..Limits::default()
+    };
+    let (handing, _) = node_with(&store, &redis.url(), store.store.clone(), limits).await;
+    let team = empty_group(&sending, owner).await;
+    assert!(sending.add_member(owner, team, ann).await.unwrap());
+    assert!(sending.add_member(owner, team, bob).await.unwrap());
+    let channel = format!("courier-engine-test:c:{}", team.0);
+    let owner_client = TestClient::connect(&sending, owner).await;
+    let mut here = TestClient::connect(&handing, ann).await;
+    let mut next_user = bob;
+    for round in 0..ROUNDS {
+        // Every other round the one here goes first, so the node has nobody in the
+        // conversation for a moment.
+        if round % 2 == 0 {
+            drop(std::mem::replace(
+                &mut here,
+                TestClient::connect(&handing, next_user).await,
+            ));
+        } else {
+            drop(here);
+            here = TestClient::connect(&handing, next_user).await;
+        }
+        next_user = if next_user == ann { bob } else { ann };
+        let key = format!("round-{round}");
+        let sent = owner_client.send(team, &key, &key).await;
+        hears(&mut here, &sent).await;
+    }
+    assert_eq!(subscribers(&redis, &channel).await, 2, "both nodes listen");
+    drop(here);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while subscribers(&redis, &channel).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node with nobody in the conversation still listens to it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many connections listen on `channel`.
+async fn subscribers(redis: &TestRedis, channel: &str) -> i64 {
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut admin(redis).await)
+        .await
+        .unwrap();
+    count
+}
+
 async fn until(condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !condition() {
@@ -335,4 +401,5 @@ on_both_stores!(
     members_added_while_a_nodes_notes_are_dropped_hear_the_conversation,
     a_member_added_on_their_own_node_hears_each_message_once,
     an_event_for_many_users_waits_for_the_write_delay_on_every_node,
+    a_conversation_stays_heard_while_its_users_here_hand_over,
 );

@@ -143,6 +143,7 @@ struct Inner {
     outbox: mpsc::Sender<(String, Bytes)>,
     /// The subscriber connection's command half, while connected.
     sink: Mutex<Option<PubSubSink>>,
+    subscriptions: Subscriptions,
     /// Users with sessions here, and their conversations.
     here: Mutex<HashMap<UserId, Vec<ConversationId>>>,
     order: Order,
@@ -156,6 +157,30 @@ struct Inner {
     resync: Mutex<ResyncState>,
     last_error: Mutex<String>,
     counters: Counters,
+}
+
+/// A channel this node listens on while it wants to, besides the roster channel, which
+/// it always listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Channel {
+    /// While the user has a session here.
+    User(UserId),
+    /// While a user here is in the conversation.
+    Conversation(ConversationId),
+}
+
+/// Subscription changes go to Redis one batch at a time, each made to what is wanted when
+/// the batch is made. Sent as they were decided, two changes to one channel racing (the
+/// last user here in a conversation leaving as another arrives) could reach Redis in the
+/// other order: the node would stay deaf to a conversation its users are in, or listen to
+/// one nobody here is in.
+#[derive(Default)]
+struct Subscriptions {
+    /// Channels asked to be brought in line, not yet taken by a batch.
+    pending: Mutex<HashSet<Channel>>,
+    /// Held while a batch is made and sent, and while a new subscriber connection
+    /// subscribes to everything wanted.
+    turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +217,7 @@ impl RedisBus {
             local,
             outbox,
             sink: Mutex::new(None),
+            subscriptions: Subscriptions::default(),
             here: Mutex::new(HashMap::new()),
             order: Order::new(),
             subscribed: AtomicBool::new(false),
@@ -431,11 +457,8 @@ impl Inner {
     /// published on them before the subscription took (a message committed after the
     /// membership was read, or after the join).
     async fn follow_from_now(self: &Arc<Self>, conversations: Vec<ConversationId>) {
-        let channels = conversations
-            .iter()
-            .map(|&id| self.keys.conversation_channel(id))
-            .collect();
-        self.subscribe(channels).await;
+        self.settle(conversations.iter().map(|&id| Channel::Conversation(id)))
+            .await;
         for conversation in conversations {
             if let Some(gap) = self.order.catch_up_one(conversation) {
                 self.fill(gap);
@@ -454,28 +477,54 @@ impl Inner {
             conversations.len() < before && self.order.untrack(conversation)
         };
         if gone {
-            self.unsubscribe(vec![self.keys.conversation_channel(conversation)])
-                .await;
+            self.settle([Channel::Conversation(conversation)]).await;
         }
     }
 
-    async fn subscribe(&self, channels: Vec<String>) {
+    /// Brings the subscriptions of `channels` in line with what this node wants now, and
+    /// returns once Redis has them, or at once while the subscriber connection is down (it
+    /// subscribes to everything wanted when it is back).
+    async fn settle(&self, channels: impl IntoIterator<Item = Channel>) {
+        let subscriptions = &self.subscriptions;
+        subscriptions.pending.lock().extend(channels);
+        let _turn = subscriptions.turn.lock().await;
+        // Empty when an earlier batch took these; it read what was wanted after they were
+        // asked for, and Redis has answered it.
+        let batch = std::mem::take(&mut *subscriptions.pending.lock());
         let sink = self.sink.lock().clone();
-        if let (Some(mut sink), false) = (sink, channels.is_empty())
-            && let Err(error) = sink.subscribe(&channels).await
+        let Some(mut sink) = sink.filter(|_| !batch.is_empty()) else {
+            return;
+        };
+        let (wanted, unwanted): (Vec<Channel>, Vec<Channel>) =
+            batch.into_iter().partition(|&channel| self.wants(channel));
+        if !wanted.is_empty()
+            && let Err(error) = sink.subscribe(self.channel_names(&wanted)).await
         {
             // The subscriber loop resubscribes everything when it reconnects.
             tracing::warn!(%error, "Redis subscribe failed");
         }
-    }
-
-    async fn unsubscribe(&self, channels: Vec<String>) {
-        let sink = self.sink.lock().clone();
-        if let (Some(mut sink), false) = (sink, channels.is_empty())
-            && let Err(error) = sink.unsubscribe(&channels).await
+        if !unwanted.is_empty()
+            && let Err(error) = sink.unsubscribe(self.channel_names(&unwanted)).await
         {
             tracing::debug!(%error, "Redis unsubscribe failed");
         }
+    }
+
+    fn wants(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::User(user) => self.here.lock().contains_key(&user),
+            Channel::Conversation(id) => self.order.is_tracked(id),
+        }
+    }
+
+    fn channel_names(&self, channels: &[Channel]) -> Vec<String> {
+        channels
+            .iter()
+            .map(|&channel| match channel {
+                Channel::User(user) => self.keys.user_channel(user),
+                Channel::Conversation(id) => self.keys.conversation_channel(id),
+            })
+            .collect()
     }
 
     /// Every channel this node needs now.
@@ -776,7 +825,7 @@ impl Bus for RedisBus {
         // the subscribe would be lost, and this node would not follow that conversation
         // until the user came back.
         let stale = inner.here.lock().insert(user, Vec::new());
-        inner.subscribe(vec![inner.keys.user_channel(user)]).await;
+        inner.settle([Channel::User(user)]).await;
         let memberships: Vec<(ConversationId, Seq)> =
             match inner.store.memberships_of(&[user]).await {
                 Ok(memberships) => memberships
@@ -788,19 +837,20 @@ impl Bus for RedisBus {
                     Vec::new()
                 }
             };
-        let newly = inner.follow(user, &memberships);
-        // Untracked only now, so a conversation the user is still in stays tracked.
+        let mut changed = inner.follow(user, &memberships);
+        // Untracked only now, so a conversation the user is still in stays tracked; one
+        // they are no longer in, and nobody else here is, is let go.
         for conversation in stale.into_iter().flatten() {
-            inner.order.untrack(conversation);
+            if inner.order.untrack(conversation) {
+                changed.push(conversation);
+            }
         }
         // No catch-up from the store here, unlike a join: the user's sessions `sync`
         // once attached, which reads what was published before the subscription took,
         // and a burst of arrivals would otherwise cost a read per conversation each.
-        let channels = newly
-            .iter()
-            .map(|&id| inner.keys.conversation_channel(id))
-            .collect();
-        inner.subscribe(channels).await;
+        inner
+            .settle(changed.into_iter().map(Channel::Conversation))
+            .await;
         match inner
             .presence_script::<(i64, Vec<Option<String>>)>(&ARRIVE, user)
             .await
@@ -829,13 +879,13 @@ impl Bus for RedisBus {
             return false;
         }
         let conversations = inner.here.lock().remove(&user).unwrap_or_default();
-        let mut channels = vec![inner.keys.user_channel(user)];
+        let mut channels = vec![Channel::User(user)];
         for conversation in conversations {
             if inner.order.untrack(conversation) {
-                channels.push(inner.keys.conversation_channel(conversation));
+                channels.push(Channel::Conversation(conversation));
             }
         }
-        inner.unsubscribe(channels).await;
+        inner.settle(channels).await;
         match inner.presence_script::<i64>(&DEPART, user).await {
             Ok(left) => {
                 inner.command_succeeded();
@@ -994,8 +1044,13 @@ async fn subscribe_loop(weak: Weak<Inner>) {
         let mut stream = match connected {
             Ok(pubsub) => {
                 let (mut sink, stream) = pubsub.split();
-                *inner.sink.lock() = Some(sink.clone());
-                match sink.subscribe(&inner.wanted_channels()).await {
+                let subscribed = {
+                    // No batch runs meanwhile: what this reads as wanted is what is sent.
+                    let _turn = inner.subscriptions.turn.lock().await;
+                    *inner.sink.lock() = Some(sink.clone());
+                    sink.subscribe(&inner.wanted_channels()).await
+                };
+                match subscribed {
                     Ok(()) => {
                         inner.subscribed.store(true, AtomicOrdering::Release);
                         tracing::info!(node = %inner.node, "subscribed to Redis");

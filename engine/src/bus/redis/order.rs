@@ -94,6 +94,14 @@ impl Order {
         }
     }
 
+    /// Whether a user here is in `conversation` (its channel is wanted).
+    pub(crate) fn is_tracked(&self, conversation: ConversationId) -> bool {
+        self.tracks
+            .shard(&conversation)
+            .read()
+            .contains_key(&conversation)
+    }
+
     /// One local member fewer. `true` when none is left (unsubscribe).
     pub(crate) fn untrack(&self, conversation: ConversationId) -> bool {
         let mut shard = self.tracks.shard(&conversation).write();

@@ -567,27 +567,56 @@ mod tests {
             }
             sink.close(CloseReason::Shutdown);
         });
+        let deadline = tokio::time::sleep(Duration::from_secs(60));
+        tokio::pin!(deadline);
         let mut taken = 0;
-        let read = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(outbound) = outbound.next().await {
-                match outbound {
-                    Outbound::Events(pending) => {
-                        let events = pending.drain(drop);
-                        pending.queue().written(events);
-                        taken += events;
-                    }
-                    Outbound::Close(reason) => return reason,
+        let reason = loop {
+            // The deadline is looked at first: a poll after it would find the waiting
+            // event without a wake-up.
+            let next = tokio::select! {
+                biased;
+                () = &mut deadline => panic!("the reader stalled after {taken} of {EVENTS} events"),
+                next = outbound.next() => next,
+            };
+            match next {
+                Some(Outbound::Events(pending)) => {
+                    let events = pending.drain(drop);
+                    pending.queue().written(events);
+                    taken += events;
                 }
+                Some(Outbound::Close(reason)) => break reason,
+                None => panic!("the stream ended before the close"),
             }
-            panic!("the stream ended before the close");
-        })
-        .await;
-        assert!(
-            matches!(read, Ok(CloseReason::Shutdown)),
-            "the reader stalled after {taken} of {EVENTS} events"
-        );
+        };
+        assert_eq!(reason, CloseReason::Shutdown);
         assert_eq!(taken, EVENTS, "every event comes before the close");
         engine.join().unwrap();
+    }
+
+    /// A reader told of the close waits for the end, which comes from another thread
+    /// when the session goes: the close stays set after it is told, and the reader must
+    /// still wait for the end, not for news it has already had.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reader_told_of_the_close_is_woken_for_the_end() {
+        let sink = Arc::new(SessionSink::new(SessionId(1), UserId(1), 1024, None));
+        let mut outbound = OutboundStream::new(Arc::clone(&sink));
+        sink.close(CloseReason::Shutdown);
+        assert!(matches!(
+            outbound.next().await,
+            Some(Outbound::Close(CloseReason::Shutdown))
+        ));
+        let ending = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            sink.end_stream();
+        });
+        // The deadline is looked at first: a poll after it would find the end without a
+        // wake-up.
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(20)) => panic!("the reader was never woken for the end"),
+            end = outbound.next() => assert!(end.is_none(), "the end, not {end:?}"),
+        }
+        ending.join().unwrap();
     }
 
     #[test]

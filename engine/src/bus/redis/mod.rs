@@ -183,6 +183,29 @@ struct Subscriptions {
     turn: tokio::sync::Mutex<()>,
 }
 
+/// A batch of channels being settled; put back in `pending` unless it is settled.
+struct Unsettled<'a> {
+    channels: HashSet<Channel>,
+    pending: &'a Mutex<HashSet<Channel>>,
+}
+
+impl Unsettled<'_> {
+    fn settled(mut self) {
+        self.channels.clear();
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if !self.channels.is_empty() {
+            self.pending.lock().extend(self.channels.drain());
+        }
+    }
+}
+
+/// Users whose conversations a resync reads at once (one store query each).
+const RESYNC_USERS_PER_READ: usize = 1_000;
+
 #[derive(Debug, Default)]
 struct ResyncState {
     running: bool,
@@ -389,14 +412,17 @@ impl Inner {
     async fn resync_pass(self: &Arc<Self>) {
         let users: Vec<UserId> = self.here.lock().keys().copied().collect();
         let mut by_user: HashMap<UserId, Vec<(ConversationId, Seq)>> = HashMap::new();
-        match self.store.memberships_of(&users).await {
-            Ok(memberships) => {
-                for (user, conversation, seq) in memberships {
-                    by_user.entry(user).or_default().push((conversation, seq));
+        // A read that fails costs only its own users this pass.
+        for chunk in users.chunks(RESYNC_USERS_PER_READ) {
+            match self.store.memberships_of(chunk).await {
+                Ok(memberships) => {
+                    for (user, conversation, seq) in memberships {
+                        by_user.entry(user).or_default().push((conversation, seq));
+                    }
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, users = users.len(), "could not read the users' conversations")
+                Err(error) => {
+                    tracing::warn!(%error, users = chunk.len(), "could not read the users' conversations")
+                }
             }
         }
         let newly = by_user
@@ -431,6 +457,31 @@ impl Inner {
             }
         }
         newly
+    }
+
+    /// Gives `user` back the conversations they followed here before an arrival whose read
+    /// of their memberships failed: those are still tracked, and better followed on than
+    /// dropped until the next resync. Returns those let go (the user left meanwhile).
+    fn follow_again(
+        &self,
+        user: UserId,
+        conversations: Vec<ConversationId>,
+    ) -> Vec<ConversationId> {
+        let mut here = self.here.lock();
+        let mut gone = Vec::new();
+        for conversation in conversations {
+            match here.get_mut(&user) {
+                Some(list) if !list.contains(&conversation) => list.push(conversation),
+                // A join heard meanwhile tracked it again, or the user is gone: count it
+                // once, or not at all.
+                _ => {
+                    if self.order.untrack(conversation) {
+                        gone.push(conversation);
+                    }
+                }
+            }
+        }
+        gone
     }
 
     async fn joined(self: &Arc<Self>, conversation: ConversationId, user: UserId, after: Seq) {
@@ -495,8 +546,16 @@ impl Inner {
         let Some(mut sink) = sink.filter(|_| !batch.is_empty()) else {
             return;
         };
-        let (wanted, unwanted): (Vec<Channel>, Vec<Channel>) =
-            batch.into_iter().partition(|&channel| self.wants(channel));
+        // Should this call be dropped half way (its actor stopping), the batch goes back
+        // for the next turn: other callers' channels are in it.
+        let batch = Unsettled {
+            channels: batch,
+            pending: &subscriptions.pending,
+        };
+        let (wanted, unwanted): (Vec<Channel>, Vec<Channel>) = batch
+            .channels
+            .iter()
+            .partition(|&&channel| self.wants(channel));
         if !wanted.is_empty()
             && let Err(error) = sink.subscribe(self.channel_names(&wanted)).await
         {
@@ -508,6 +567,7 @@ impl Inner {
         {
             tracing::debug!(%error, "Redis unsubscribe failed");
         }
+        batch.settled();
     }
 
     fn wants(&self, channel: Channel) -> bool {
@@ -826,25 +886,27 @@ impl Bus for RedisBus {
         // until the user came back.
         let stale = inner.here.lock().insert(user, Vec::new());
         inner.settle([Channel::User(user)]).await;
-        let memberships: Vec<(ConversationId, Seq)> =
-            match inner.store.memberships_of(&[user]).await {
-                Ok(memberships) => memberships
+        let changed = match inner.store.memberships_of(&[user]).await {
+            Ok(memberships) => {
+                let memberships: Vec<(ConversationId, Seq)> = memberships
                     .into_iter()
                     .map(|(_, conversation, seq)| (conversation, seq))
-                    .collect(),
-                Err(error) => {
-                    tracing::warn!(%error, %user, "could not read the user's conversations");
-                    Vec::new()
+                    .collect();
+                let mut changed = inner.follow(user, &memberships);
+                // Untracked only now, so a conversation the user is still in stays
+                // tracked; one they are no longer in, and nobody else here is, is let go.
+                for conversation in stale.into_iter().flatten() {
+                    if inner.order.untrack(conversation) {
+                        changed.push(conversation);
+                    }
                 }
-            };
-        let mut changed = inner.follow(user, &memberships);
-        // Untracked only now, so a conversation the user is still in stays tracked; one
-        // they are no longer in, and nobody else here is, is let go.
-        for conversation in stale.into_iter().flatten() {
-            if inner.order.untrack(conversation) {
-                changed.push(conversation);
+                changed
             }
-        }
+            Err(error) => {
+                tracing::warn!(%error, %user, "could not read the user's conversations");
+                inner.follow_again(user, stale.unwrap_or_default())
+            }
+        };
         // No catch-up from the store here, unlike a join: the user's sessions `sync`
         // once attached, which reads what was published before the subscription took,
         // and a burst of arrivals would otherwise cost a read per conversation each.

@@ -127,9 +127,6 @@ impl std::fmt::Debug for DieselStore {
     }
 }
 
-/// Users whose memberships one query reads.
-const USERS_PER_QUERY: usize = 1_000;
-
 /// Checks a connection out of a pool, failing fast as [`StoreError::Unavailable`].
 macro_rules! checkout {
     ($pool:expr) => {
@@ -916,7 +913,7 @@ impl ConversationStore for DieselStore {
         let mut found = Vec::new();
         // A query per chunk: SQLite bounds the parameters of a statement, and a PostgreSQL
         // query has to answer within the query timeout.
-        for chunk in users.chunks(USERS_PER_QUERY) {
+        for chunk in users.chunks(super::USERS_PER_MEMBERSHIP_READ) {
             let ids: Vec<i64> = chunk.iter().map(|user| user.0).collect();
             let rows: Vec<(i64, i64, i64)> = with_conn!(self, reader, |conn| {
                 Ok(conversations::table

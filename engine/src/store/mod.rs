@@ -14,6 +14,11 @@ pub(crate) mod schema;
 use async_trait::async_trait;
 
 pub use self::diesel::{DieselStore, SqliteDurability, StoreConfig};
+
+/// Users whose memberships one read covers: the store makes one query per this many in
+/// [`ConversationStore::memberships_of`], and a resync reads this many at a time, so a
+/// failed read costs only its own users.
+pub(crate) const USERS_PER_MEMBERSHIP_READ: usize = 1_000;
 pub use models::{NewRefreshToken, NewUser, ProfileChanges, RefreshTokenRow, UserRow};
 
 use crate::error::StoreError;

@@ -203,9 +203,6 @@ impl Drop for Unsettled<'_> {
     }
 }
 
-/// Users whose conversations a resync reads at once (one store query each).
-const RESYNC_USERS_PER_READ: usize = 1_000;
-
 #[derive(Debug, Default)]
 struct ResyncState {
     running: bool,
@@ -413,7 +410,7 @@ impl Inner {
         let users: Vec<UserId> = self.here.lock().keys().copied().collect();
         let mut by_user: HashMap<UserId, Vec<(ConversationId, Seq)>> = HashMap::new();
         // A read that fails costs only its own users this pass.
-        for chunk in users.chunks(RESYNC_USERS_PER_READ) {
+        for chunk in users.chunks(crate::store::USERS_PER_MEMBERSHIP_READ) {
             match self.store.memberships_of(chunk).await {
                 Ok(memberships) => {
                     for (user, conversation, seq) in memberships {
